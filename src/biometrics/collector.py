@@ -106,6 +106,7 @@ class Collector:
         ``now_ms`` defaults to the wall clock in epoch milliseconds.  The first exception is
         re-raised unchanged (so ``OSError`` stays ``OSError``), with a note saying how many
         sensors failed; every failure is counted in ``biometrics.collector.emit.failure``.
+        An emitter with a ``flush()`` method is flushed once the batch is written.
         """
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
@@ -131,6 +132,14 @@ class Collector:
                 failures += 1
                 if first is None:
                     first = e
+        flush = getattr(emitter, "flush", None)
+        if callable(flush):
+            try:
+                flush()
+            except Exception as e:
+                self._failures.click()
+                failures += 1
+                first = first or e
         if first is not None:
             first.add_note(
                 f"biometrics: {failures} of {len(sensors)} sensors failed to emit at {now_ms}"

@@ -5,7 +5,9 @@
     BiometricsError
     ├── InvalidValueError (also ValueError)     a sensor was given a value it cannot hold
     ├── InvalidLabelError (also ValueError)     a sensor label or label name breaks the rules
-    └── DuplicateSensorError (also ValueError)  two sensors claim one series in a Collector
+    ├── DuplicateSensorError (also ValueError)  two sensors claim one series in a Collector
+    ├── SegmentError (also OSError)             a segment file could not be created or written
+    └── ParseError (also ValueError)            a segment line is malformed; says file:line
 
 Errors that also subclass a builtin let callers keep catching what they already catch
 (``except ValueError``) while ``except BiometricsError`` catches everything of ours.
@@ -19,6 +21,8 @@ __all__ = [
     "DuplicateSensorError",
     "InvalidLabelError",
     "InvalidValueError",
+    "ParseError",
+    "SegmentError",
 ]
 
 
@@ -36,3 +40,17 @@ class InvalidLabelError(BiometricsError, ValueError):
 
 class DuplicateSensorError(BiometricsError, ValueError):
     """Two different sensor objects were registered under the same label and labels."""
+
+
+class SegmentError(BiometricsError, OSError):
+    """A segment file could not be created, locked or written; ``filename`` names it."""
+
+
+class ParseError(BiometricsError, ValueError):
+    """A line of a segment could not be parsed.  ``str()`` is ``path:line: message``."""
+
+    def __init__(self, path: str, line: int, message: str) -> None:
+        super().__init__(f"{path}:{line}: {message}")
+        self.path = path
+        self.line = line
+        self.message = message

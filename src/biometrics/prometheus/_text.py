@@ -1,0 +1,184 @@
+"""The Prometheus text bytes: names, label sets, values, HELP, families.  Nothing else writes them.
+
+Both exposition flavours are rendered from one structure, :class:`Family`: a metric family's
+name, type and help, plus its samples as ``(sample name, rendered label set, rendered value)``.
+The 0.0.4 and OpenMetrics 1.0 renderers differ only where the formats do (counter ``_total``
+names, HELP escaping, timestamp units, ``# EOF``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass, field
+
+from .._labels import LabelPairs
+from ..histogram import Histogram
+from ..moments import Moments
+from ..sensors import Counter, Gauge, Sensor
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+_INVALID_NAME_CHARS = re.compile(r"[^a-zA-Z0-9_:]")
+
+Sample = tuple[str, str, str]
+"""(sample name, rendered label set such as ``{a="b"}`` or ``""``, rendered value)."""
+
+
+@functools.lru_cache(maxsize=65536)
+def prometheus_name(label: str) -> str:
+    """``.`` and every other character invalid in a metric name become ``_``; no leading digit."""
+    name = _INVALID_NAME_CHARS.sub("_", label)
+    return "_" + name if name[:1].isdigit() else name
+
+
+def escape_label_value(value: str) -> str:
+    r"""Escape ``\\``, ``"`` and line feed, as both formats require."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def escape_help(text: str, *, openmetrics: bool = False) -> str:
+    r"""Escape ``\\`` and line feed (and ``"`` for OpenMetrics)."""
+    text = text.replace("\\", "\\\\").replace("\n", "\\n")
+    return text.replace('"', '\\"') if openmetrics else text
+
+
+@functools.lru_cache(maxsize=65536)
+def render_labels(pairs: LabelPairs, extra: str = "") -> str:
+    """``{a="x",b="y"}`` for sorted pairs, ``extra`` (already rendered) appended; "" if none."""
+    parts = [f'{k}="{escape_label_value(v)}"' for k, v in pairs]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def format_value(x: float | int) -> str:
+    """Integers without a decimal point, finite floats by ``repr``, ``+Inf``, ``-Inf``, ``NaN``."""
+    if type(x) is int:
+        return str(x)
+    if math.isnan(x):
+        return "NaN"
+    if x in (math.inf, -math.inf):
+        return "+Inf" if x > 0 else "-Inf"
+    return repr(float(x))
+
+
+def format_le(le: float) -> str:
+    """One fixed rendering per bucket bound, forever: ``repr`` of the float, or ``+Inf``."""
+    return "+Inf" if le == math.inf else repr(le)
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric family's metadata and (some of) its samples."""
+
+    name: str
+    type: str
+    help: str | None
+    samples: list[Sample] = field(default_factory=list)
+
+
+def _one(sensor: Sensor, kind: str, suffix: str, value: float | int) -> Family:
+    name = prometheus_name(sensor.label) + suffix
+    return Family(
+        name, kind, sensor.help, [(name, render_labels(sensor.label_pairs), format_value(value))]
+    )
+
+
+def counter_families(counter: Counter) -> list[Family]:
+    """A counter is one ``counter`` family."""
+    return [_one(counter, "counter", "", counter.read())]
+
+
+def gauge_families(gauge: Gauge) -> list[Family]:
+    """A gauge is one ``gauge`` family."""
+    return [_one(gauge, "gauge", "", gauge.read())]
+
+
+MOMENTS_SUFFIXES = ("_count", "_mean", "_variance", "_skewness", "_kurtosis", "_m2", "_m3", "_m4")
+"""The families a Moments sensor becomes.  ``_count``, ``_mean`` (m1) and ``_m2``..``_m4`` are
+the raw sums that let the exporter merge moments from many processes exactly."""
+
+
+def moments_families(moments: Moments) -> list[Family]:
+    """The seed's count/mean/variance/skewness/kurtosis, plus the raw sums m2..m4 for merging."""
+    r = moments.read()
+    return [
+        _one(moments, "counter", "_count", r.n),
+        _one(moments, "gauge", "_mean", r.mean()),
+        _one(moments, "gauge", "_variance", r.variance()),
+        _one(moments, "gauge", "_skewness", r.skewness()),
+        _one(moments, "gauge", "_kurtosis", r.kurtosis()),
+        _one(moments, "gauge", "_m2", r.m2),
+        _one(moments, "gauge", "_m3", r.m3),
+        _one(moments, "gauge", "_m4", r.m4),
+    ]
+
+
+def histogram_families(histogram: Histogram) -> list[Family]:
+    """A Prometheus histogram over the non-empty buckets, then the out-of-range counters.
+
+    Only non-empty buckets get a line (bounded by what was observed, never thousands of empty
+    ones); cumulative counts ascend to ``le="+Inf"``, which equals ``_count``.
+    """
+    r = histogram.read()
+    base = prometheus_name(histogram.label)
+    pairs = histogram.label_pairs
+    bucket = base + "_bucket"
+    samples: list[Sample] = [
+        (bucket, render_labels(pairs, f'le="{format_le(le)}"'), str(n)) for le, n in r.cumulative()
+    ]
+    labels = render_labels(pairs)
+    samples.append((bucket, render_labels(pairs, 'le="+Inf"'), str(r.count)))
+    samples.append((base + "_sum", labels, format_value(r.sum)))
+    samples.append((base + "_count", labels, str(r.count)))
+    exceeds, negative = base + "_exceeds_max", base + "_is_negative"
+    return [
+        Family(base, "histogram", histogram.help, samples),
+        Family(exceeds, "counter", "Observations above the histogram's range, +Inf or NaN.",
+               [(exceeds, labels, str(r.exceeds_max))]),
+        Family(negative, "counter", "Negative observations (below the histogram's range).",
+               [(negative, labels, str(r.is_negative))]),
+    ]  # fmt: skip
+
+
+def metadata_lines(family: Family, *, openmetrics: bool = False) -> str:
+    """``# HELP`` (when there is help) and ``# TYPE`` for a family."""
+    name = openmetrics_family_name(family) if openmetrics else family.name
+    head = (
+        f"# HELP {name} {escape_help(family.help, openmetrics=openmetrics)}\n"
+        if family.help
+        else ""
+    )
+    return f"{head}# TYPE {name} {family.type}\n"
+
+
+def openmetrics_family_name(family: Family) -> str:
+    """OpenMetrics counters are named without ``_total``; their samples carry it."""
+    if family.type == "counter" and family.name.endswith("_total"):
+        return family.name[:-6]
+    return family.name
+
+
+def sample_line(sample: Sample, timestamp: str = "") -> str:
+    r"""``name{labels} value[ timestamp]\\n``."""
+    name, labels, value = sample
+    return f"{name}{labels} {value} {timestamp}\n" if timestamp else f"{name}{labels} {value}\n"
+
+
+def openmetrics_sample_line(family: Family, sample: Sample, timestamp: str = "") -> str:
+    """As :func:`sample_line`, with counter samples renamed ``<family>_total``."""
+    name, labels, value = sample
+    if family.type == "counter":
+        name = openmetrics_family_name(family) + "_total"
+    return sample_line((name, labels, value), timestamp)
+
+
+def openmetrics_timestamp(now_ms: int) -> str:
+    """OpenMetrics timestamps are seconds: exact decimal of the milliseconds."""
+    seconds, millis = divmod(now_ms, 1000)
+    return f"{seconds}.{millis:03d}" if millis else str(seconds)

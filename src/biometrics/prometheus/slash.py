@@ -1,0 +1,106 @@
+"""SlashMetrics: readings rendered in memory as a scrape-ready ``/metrics`` page."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..histogram import Histogram
+from ..moments import Moments
+from ..sensors import Counter, Gauge
+from ._text import (
+    Family,
+    Sample,
+    counter_families,
+    gauge_families,
+    histogram_families,
+    metadata_lines,
+    moments_families,
+    openmetrics_sample_line,
+    openmetrics_timestamp,
+    sample_line,
+)
+
+__all__ = ["SlashMetrics"]
+
+S = TypeVar("S", Counter, Gauge, Moments, Histogram)
+
+
+class _Entry:
+    __slots__ = ("family", "series")
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        self.series: dict[tuple[str, str], tuple[Sample, int]] = {}
+
+
+class SlashMetrics:
+    """An emitter that keeps the latest reading of every series and renders a page on demand.
+
+    Each family appears once with its ``# HELP``/``# TYPE``, its series together; emitting a
+    series again replaces its earlier reading, so there are never duplicate series.  Timestamps
+    are left out unless ``timestamps=True`` (Prometheus then stores the reading time, and never
+    marks the series stale; see docs/ARCHITECTURE.md).
+    """
+
+    def __init__(self, *, timestamps: bool = False) -> None:
+        self._timestamps = timestamps
+        self._lock = threading.Lock()
+        self._families: dict[str, _Entry] = {}
+
+    def emit_counter(self, counter: Counter, now_ms: int) -> None:
+        """Keep a counter reading."""
+        self._keep(counter_families, counter, now_ms)
+
+    def emit_gauge(self, gauge: Gauge, now_ms: int) -> None:
+        """Keep a gauge reading."""
+        self._keep(gauge_families, gauge, now_ms)
+
+    def emit_moments(self, moments: Moments, now_ms: int) -> None:
+        """Keep a moments reading."""
+        self._keep(moments_families, moments, now_ms)
+
+    def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
+        """Keep a histogram reading."""
+        self._keep(histogram_families, histogram, now_ms)
+
+    def _keep(self, render: Callable[[S], list[Family]], sensor: S, now_ms: int) -> None:
+        families = render(sensor)
+        with self._lock:
+            for family in families:
+                entry = self._families.get(family.name)
+                if entry is None:
+                    entry = self._families[family.name] = _Entry(family)
+                elif entry.family.type != family.type:
+                    continue  # two sensors sanitise to one name with different types: first wins
+                for sample in family.samples:
+                    entry.series[sample[0], sample[1]] = (sample, now_ms)
+
+    def clear(self) -> None:
+        """Forget every reading."""
+        with self._lock:
+            self._families.clear()
+
+    def render(self) -> str:
+        """The page in Prometheus text format 0.0.4."""
+        out: list[str] = []
+        with self._lock:
+            for entry in self._families.values():
+                out.append(metadata_lines(entry.family))
+                for sample, now_ms in entry.series.values():
+                    out.append(sample_line(sample, str(now_ms) if self._timestamps else ""))
+        return "".join(out)
+
+    def render_openmetrics(self) -> str:
+        """The page in OpenMetrics 1.0 (counters as ``_total``, seconds, ``# EOF``)."""
+        out: list[str] = []
+        with self._lock:
+            for entry in self._families.values():
+                family = entry.family
+                out.append(metadata_lines(family, openmetrics=True))
+                for sample, now_ms in entry.series.values():
+                    ts = openmetrics_timestamp(now_ms) if self._timestamps else ""
+                    out.append(openmetrics_sample_line(family, sample, ts))
+        out.append("# EOF\n")
+        return "".join(out)

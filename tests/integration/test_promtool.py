@@ -1,0 +1,69 @@
+"""The real promtool (Debian's prometheus package) accepts what we write."""
+
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from biometrics import Collector, Counter, Family, Gauge, Histogram, Moments
+from biometrics.prometheus import Emitter, Options, SlashMetrics
+
+PROMTOOL = shutil.which("promtool")
+pytestmark = pytest.mark.skipif(
+    PROMTOOL is None and not os.environ.get("BIOMETRICS_REQUIRE_PROMTOOL"),
+    reason="promtool missing: scripts/test installs Debian's prometheus",
+)
+
+
+def busy_collector() -> Collector:
+    c = Collector()
+    c.register(Counter("app.requests.total", help="Requests.")).count(7)
+    c.register(Gauge("app.temperature.celsius", help='A "quoted"\nhelp \\ text.')).set(-3.25)
+    moments = c.register(Moments("app.response.size.bytes", help="Response sizes."))
+    for x in (10.0, 20.0, 70.0):
+        moments.add(x)
+    hist = c.register(Histogram("app.latency.seconds", help="Latency."))
+    for x in (0.0042, 0.3, 0.3, 12.0, math.inf, -1.0):
+        hist.observe(x)
+    routes = Family(Counter, "app.routes.total", ["route"], help="Per route.", collector=c)
+    routes.labels('/a"b\\c\nd').click()
+    routes.labels("/").count(2)
+    return c
+
+
+def check_metrics(text: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+
+
+def test_slash_metrics_page_has_no_parse_error() -> None:
+    """promtool's strict parser (plus lint) finds no parse error in a page of every sensor kind."""
+    page = SlashMetrics()
+    busy_collector().emit(page, 1_726_547_192_000)
+    result = check_metrics(page.render())
+    assert result.returncode in (0, 3), result.stderr
+    assert "error while linting" not in result.stderr
+    assert "parsing error" not in result.stderr
+
+
+def test_a_parse_error_would_be_caught() -> None:
+    """The check is able to fail: a duplicate TYPE line is a parse error for promtool."""
+    result = check_metrics("# TYPE x counter\nx 1\n# TYPE x counter\n")
+    assert result.returncode == 1
+    assert "parsing error" in result.stderr or "error while linting" in result.stderr
+
+
+def test_a_timestamped_segment_has_no_parse_error(tmp_path: Path) -> None:
+    """Segments (with ms timestamps, HELP/TYPE once) pass the strict parser too."""
+    collector = busy_collector()
+    with Emitter(Options(prefix=tmp_path / "s.")) as e:
+        collector.emit(e, 1_726_547_192_000)
+        collector.emit(e, 1_726_547_193_000)
+    (segment,) = tmp_path.glob("s.*.prom")
+    result = check_metrics(segment.read_text())
+    assert result.returncode in (0, 3), result.stderr
+    assert "error while linting" not in result.stderr

@@ -1,0 +1,128 @@
+import io
+import math
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from biometrics.prometheus import Metadata, ParseError, Sample, parse
+from biometrics.prometheus.parser import MAX_LINE
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def samples(text: bytes, **kw: object) -> tuple[list[Sample], list[ParseError]]:
+    p = parse(io.BytesIO(text), path="seg.prom", **kw)  # type: ignore[arg-type]
+    items = [i for i in p if isinstance(i, Sample)]
+    return items, p.problems
+
+
+def test_rust_crate_files_parse_correctly() -> None:
+    """Dotted names, repeated TYPE, Rust floats, le="1.0000", no +Inf bucket, gauge-typed extras."""
+    with open(FIXTURES / "rust-0.3.1726547192000.prom", "rb") as f:
+        p = parse(f)
+        items = list(p)
+    assert p.problems == []
+    got = [(i.name, i.labels, i.value, i.timestamp_ms) for i in items if isinstance(i, Sample)]
+    assert got[0] == ("biometrics_collector_emit_counter", (), 3.0, 1726547192000)
+    assert got[2] == ("requests_total", (("code", "200"), ("route", "/api")), 17.0, 1726547192000)
+    temps = [v for n, _, v, _ in got if n == "temperature"]
+    assert temps[:2] == [math.inf, -math.inf]
+    assert math.isnan(temps[2])
+    assert temps[3] == 0.30000000000000004
+    buckets = [(dict(labels)["le"], v) for n, labels, v, _ in got if n == "latency_bucket"]
+    assert buckets == [("1.0", 2.0), ("1.1", 5.0), ("25.0", 6.0)]
+    types = [(i.name, i.text) for i in items if isinstance(i, Metadata) and i.kind == "TYPE"]
+    assert types.count(("biometrics_collector_emit_counter", "counter")) == 2
+    assert ("latency_is_negative", "gauge") in types
+
+
+def test_metadata_and_escapes() -> None:
+    """HELP unescapes \\\\ and \\n; label values unescape \\\\, \\" and \\n."""
+    text = (
+        b'# HELP x a\\\\b\\nc\n# TYPE x counter\nx{a="q\\"\\\\\\n",b=""} 1 5\n# plain comment\n\n'
+    )
+    p = parse(io.BytesIO(text))
+    items = list(p)
+    assert items[0] == Metadata("HELP", "x", "a\\b\nc", 1)
+    assert items[1] == Metadata("TYPE", "x", "counter", 2)
+    assert items[2] == Sample("x", (("a", 'q"\\\n'), ("b", "")), 1.0, 5, 3)
+    assert len(items) == 3 and p.problems == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"x 1 -5\n", "invalid timestamp"),
+        (b"x 1 1.5\n", "invalid timestamp"),
+        (b"x 1_000 1\n", "invalid value"),
+        (b"x 0x10 1\n", "invalid value"),
+        (b"x abc 1\n", "invalid value"),
+        (b'x{a="1",a="2"} 1 1\n', "not unique"),
+        (b"x{a=1} 1 1\n", "malformed label set"),
+        (b'x{a="1"b="2"} 1 1\n', "malformed label set"),
+        (b'h_bucket{le="wide"} 1 1\n', "not a number"),
+        (b"# TYPE x histogramm\n", "unknown metric type"),
+        (b"x\n", "not a sample line"),
+        (b"{} 1 2\n", "not a sample line"),
+        (b"x 1 2\r\n", "CRLF"),
+        (b"x \xff\xfe 1\n", "invalid UTF-8"),
+        (b"\x00\x01\x02garbage\x7f\n", "not a sample line"),
+    ],
+)
+def test_malformed_lines_are_reported_with_file_and_line(line: bytes, message: str) -> None:
+    """Each bad line is one problem at path:line; the good lines around it are kept."""
+    good, problems = samples(b"a 1 1\n" + line + b"b 2 2\n")
+    assert [s.name for s in good] == ["a", "b"]
+    assert len(problems) == 1
+    assert problems[0].line == 2
+    assert str(problems[0]).startswith("seg.prom:2: ")
+    assert message in str(problems[0])
+
+
+def test_strict_mode_raises_the_first_problem() -> None:
+    """strict=True turns the first malformed line into a ParseError (also a ValueError)."""
+    with pytest.raises(ParseError, match=r"seg\.prom:2: invalid value") as info:
+        samples(b"a 1 1\nb nope 2\n", strict=True)
+    assert isinstance(info.value, ValueError)
+    assert info.value.line == 2
+
+
+def test_torn_last_line_is_dropped_and_reported_not_fatal() -> None:
+    """A final line without a newline is dropped even in strict mode."""
+    p = parse(io.BytesIO(b"a 1 1\nb 2 2\nc 3"), path="seg.prom", strict=True)
+    got = [s.name for s in p if isinstance(s, Sample)]
+    assert got == ["a", "b"]
+    assert p.truncated
+    assert "seg.prom:3: last line has no newline" in str(p.problems[0])
+
+
+def test_huge_lines_are_skipped_without_being_held(tmp_path: Path) -> None:
+    """A line over the cap is one problem; parsing resumes on the next line."""
+    path = tmp_path / "huge.prom"
+    with open(path, "wb") as f:
+        f.write(b"a 1 1\nx" + b"y" * (3 * MAX_LINE) + b" 1 1\nb 2 2\n")
+    with open(path, "rb") as f:
+        p = parse(f)
+        got = [s.name for s in p if isinstance(s, Sample)]
+    assert got == ["a", "b"]
+    assert "longer than" in str(p.problems[0])
+    assert str(p.problems[0]).startswith(f"{path}:2:")
+
+
+def test_memory_stays_flat_in_file_size(tmp_path: Path) -> None:
+    """Parsing streams: a 5 MB file is parsed with well under 1 MB held at peak."""
+    path = tmp_path / "big.prom"
+    line = b'http_requests{route="/api/v1/things",code="200"} 12345 1726547192000\n'
+    with open(path, "wb") as f:
+        for _ in range(5):
+            f.write(line * (1_000_000 // len(line) + 1))
+    tracemalloc.start()
+    count = 0
+    with open(path, "rb") as f:
+        for item in parse(f):
+            count += isinstance(item, Sample)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count > 60_000
+    assert peak < 1_000_000

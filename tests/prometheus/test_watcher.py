@@ -1,0 +1,151 @@
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from biometrics import Counter
+from biometrics.prometheus import Emitter, Options, Reader, Sample, Watcher, parse
+
+
+def write(path: Path, text: str, mtime: float) -> None:
+    path.write_text(text)
+    os.utime(path, (mtime, mtime))
+
+
+def test_oldest_first_and_only_finished_regular_prom_files(tmp_path: Path) -> None:
+    """mtime then name order; hidden, non-.prom, directories and symlinks are ignored."""
+    write(tmp_path / "b.2.prom", "b 1 2\n", 100)
+    write(tmp_path / "a.3.prom", "a 1 3\n", 100)
+    write(tmp_path / "c.1.prom", "c 1 1\n", 50)
+    write(tmp_path / ".x.1.prom.tmp", "", 1)
+    write(tmp_path / ".hidden.prom", "", 1)
+    write(tmp_path / "notes.txt", "", 1)
+    (tmp_path / "dir.prom").mkdir()
+    (tmp_path / "link.prom").symlink_to(tmp_path / "c.1.prom")
+    w = Watcher(tmp_path)
+    assert [Path(p).name for p in w.candidates()] == ["c.1.prom", "a.3.prom", "b.2.prom"]
+    seen: list[str] = []
+
+    def consume(r: Reader) -> None:
+        seen.append(Path(r.path).name)
+        r.unlink()
+
+    while w.ingest_one(consume):
+        pass
+    assert seen == ["c.1.prom", "a.3.prom", "b.2.prom"]
+    assert w.ingest_one(consume) is False
+
+
+def test_locked_files_are_skipped_and_unconsumed_files_offered_again(tmp_path: Path) -> None:
+    """A writer's segment is skipped without waiting; a file left in place comes back."""
+    write(tmp_path / "done.1.prom", "d 1 1\n", 10)
+    w = Watcher(tmp_path)
+    with Emitter(Options(prefix=tmp_path / "live.")) as e:
+        e.emit_counter(Counter("c"), 5)
+        e.flush()
+        offered: list[str] = []
+        start = time.monotonic()
+        assert w.ingest_one(lambda r: offered.append(Path(r.path).name))
+        assert w.ingest_one(lambda r: offered.append(Path(r.path).name))
+        assert time.monotonic() - start < 5
+        assert offered == ["done.1.prom", "done.1.prom"]
+        assert [Path(r.path).name for r in w.segments()] == ["done.1.prom"]
+    assert sorted(Path(r.path).name for r in w.segments()) == ["done.1.prom", "live.5.prom"]
+
+
+def test_watch_reacts_to_new_segments_and_stops(tmp_path: Path) -> None:
+    """A segment finished while watching is consumed promptly; stop ends the loop."""
+    stop = threading.Event()
+    got: list[str] = []
+
+    def consume(r: Reader) -> None:
+        got.append(r.read().decode())
+        r.unlink()
+        stop.set()
+
+    t = threading.Thread(target=lambda: Watcher(tmp_path).watch(consume, stop=stop, timeout=30))
+    t.start()
+    with Emitter(Options(prefix=tmp_path / "w.")) as e:
+        e.emit_counter(Counter("c"), 1)
+    t.join(timeout=30)
+    assert not t.is_alive()
+    assert got == ["# TYPE c counter\nc 0 1\n"]
+
+
+CONSUMER = """
+import sys, time
+from pathlib import Path
+from biometrics.prometheus import Watcher
+out = open(sys.argv[2], "w")
+def consume(reader):
+    out.write(Path(reader.path).name + "\\n")
+    time.sleep(0.001)
+    reader.unlink()
+Watcher(sys.argv[1]).watch(consume, timeout=float(sys.argv[3]), poll_interval=0.01)
+out.close()
+"""
+
+
+def test_two_watchers_in_two_processes_never_share_a_file(tmp_path: Path) -> None:
+    """Exclusive claim plus inode check: every segment consumed exactly once."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    names = [f"s.{i}.prom" for i in range(300)]
+    for name in names:
+        (spool / name).write_text("x 1 1\n")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONSUMER, str(spool), str(tmp_path / f"out{i}"), "3"]
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    a = (tmp_path / "out0").read_text().split()
+    b = (tmp_path / "out1").read_text().split()
+    assert not set(a) & set(b)
+    assert sorted(a + b) == sorted(names)
+    assert len(a) + len(b) == len(names)
+
+
+KILLED_WRITER = """
+import os, sys
+from biometrics import Collector, Counter
+from biometrics.prometheus import Emitter, Options
+collector = Collector()
+for i in range(100):
+    collector.register(Counter(f"c.{i}"))
+emitter = Emitter(Options(prefix=sys.argv[1]))
+collector.emit(emitter, 1000)
+fd = os.open(emitter.path, os.O_WRONLY | os.O_APPEND)
+os.write(fd, b"c_torn 12")   # a write cut short mid-line
+print(emitter.path, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_sigkilled_writer_releases_its_lock_and_complete_lines_survive(tmp_path: Path) -> None:
+    """The kernel drops the lock; the watcher gets the file; only the torn line is lost."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path / "k.")],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    path = proc.stdout.readline().strip()
+    w = Watcher(tmp_path)
+    assert w.ingest_one(lambda r: None) is False  # still locked by the live writer
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    results = []
+
+    def consume(r: Reader) -> None:
+        p = parse(r)
+        results.append(([s for s in p if isinstance(s, Sample)], p.problems, p.truncated))
+
+    assert w.ingest_one(consume)
+    got, problems, truncated = results[0]
+    assert truncated and len(problems) == 1
+    assert len(got) == 100 + 9
+    assert all(s.timestamp_ms == 1000 for s in got)
+    assert Path(path).exists()
