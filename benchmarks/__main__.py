@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from benchmarks import sensors
+from benchmarks import segments, sensors
 
 
 def main() -> int:
@@ -20,6 +20,7 @@ def main() -> int:
         pass
     print(f"machine: {cpu}, {os.cpu_count()} cpus, Python {sys.version.split()[0]}")
     sensors.run(quick=args.quick)
+    segments.run(quick=args.quick)
     return 0
 
 

@@ -111,7 +111,7 @@ def test_huge_lines_are_skipped_without_being_held(tmp_path: Path) -> None:
 
 
 def test_memory_stays_flat_in_file_size(tmp_path: Path) -> None:
-    """Parsing streams: a 5 MB file is parsed with well under 1 MB held at peak."""
+    """Parsing streams: a 5 MB file is parsed holding one 256 KiB block (and its lines) at peak."""
     path = tmp_path / "big.prom"
     line = b'http_requests{route="/api/v1/things",code="200"} 12345 1726547192000\n'
     with open(path, "wb") as f:
@@ -125,4 +125,4 @@ def test_memory_stays_flat_in_file_size(tmp_path: Path) -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert count > 60_000
-    assert peak < 1_000_000
+    assert peak < 2_000_000

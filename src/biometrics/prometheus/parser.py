@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from ..errors import ParseError
 from ._text import format_le, prometheus_name
@@ -20,6 +19,8 @@ __all__ = ["Metadata", "Parse", "Sample", "parse"]
 
 MAX_LINE = 1 << 20
 """Longest line accepted (1 MiB); longer ones are reported and skipped, never buffered whole."""
+_BLOCK = 1 << 18
+_LABEL_CACHE = 100_000
 
 _SAMPLE = re.compile(
     r"([a-zA-Z_:.][a-zA-Z0-9_:.]*)[ \t]*"
@@ -37,8 +38,7 @@ _SPECIAL = {"+Inf": float("inf"), "-Inf": float("-inf"), "inf": float("inf"),
             "nan": float("nan"), "Inf": float("inf")}  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
+class Sample(NamedTuple):
     """One timestamped sample.  ``labels`` are (name, value) pairs sorted by name."""
 
     name: str
@@ -48,8 +48,7 @@ class Sample:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
-class Metadata:
+class Metadata(NamedTuple):
     """A ``# HELP`` or ``# TYPE`` line; ``kind`` is ``"HELP"`` or ``"TYPE"``."""
 
     kind: str
@@ -91,6 +90,7 @@ class Parse:
         self.problems: list[ParseError] = []
         self.truncated = False
         self.lines = 0
+        self._torn = b""
 
     def _problem(self, line: int, message: str) -> None:
         error = ParseError(self.path, line, message)
@@ -98,96 +98,126 @@ class Parse:
             raise error
         self.problems.append(error)
 
-    def _lines(self) -> Iterator[bytes]:
-        readline = getattr(self._source, "readline", None)
-        if readline is None:
-            yield from self._source
-            return
-        while True:
-            raw: bytes = readline(MAX_LINE + 1)
-            if not raw:
-                return
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                while raw and not raw.endswith(b"\n"):  # skip the rest without keeping it
-                    raw = readline(MAX_LINE)
-                yield b"\x00" * MAX_LINE + b"\n"  # marks the skipped line
-                continue
-            yield raw
+    def _lines(self) -> Iterator[bytes | None]:
+        r"""Lines without their ``\\n``; None for a line over ``MAX_LINE`` (skipped, not kept).
 
-    def __iter__(self) -> Iterator[Sample | Metadata]:
+        Reads 256 KiB blocks and splits them in C.  A final piece with no newline is left in
+        ``self._torn`` instead of being yielded.
+        """
+        read = getattr(self._source, "read", None)
+        blocks: Iterator[bytes] = (
+            iter(lambda: read(_BLOCK), b"") if read is not None else iter(self._source)
+        )
+        carry = b""
+        oversized = False
+        for block in blocks:
+            parts = block.split(b"\n")
+            if oversized:
+                if len(parts) == 1:
+                    continue
+                oversized = False
+                parts[0] = b""
+                yield None
+                parts.pop(0)
+            else:
+                parts[0] = carry + parts[0]
+            carry = parts.pop()
+            yield from parts
+            if len(carry) > MAX_LINE:
+                carry, oversized = b"", True
+        if oversized:
+            yield None
+        self._torn = carry
+
+    def __iter__(self) -> Iterator[Sample | Metadata]:  # noqa: PLR0912, PLR0915 - inlined hot loop
+        sample_match = _SAMPLE.fullmatch
+        label_cache: dict[str, tuple[tuple[str, str], ...] | None] = {}
+        names: dict[str, str] = {}
+        special = _SPECIAL
+        problem = self._problem
         number = 0
         for raw in self._lines():
             number += 1
-            self.lines = number
-            if not raw.endswith(b"\n"):
-                self.truncated = True
-                self.problems.append(
-                    ParseError(
-                        self.path,
-                        number,
-                        "last line has no newline (writer stopped mid-line?); dropped",
-                    )
-                )
-                return
-            if len(raw) > MAX_LINE:
-                self._problem(number, f"line longer than {MAX_LINE} bytes; skipped")
+            if raw is None:
+                problem(number, f"line longer than {MAX_LINE} bytes; skipped")
                 continue
-            if raw.endswith(b"\r\n"):
-                self._problem(number, "CRLF line ending; segments use \\n only")
+            if raw.endswith(b"\r"):
+                problem(number, "CRLF line ending; segments use \\n only")
                 continue
             try:
-                line = raw[:-1].decode()
+                line = raw.decode()
             except UnicodeDecodeError as e:
-                self._problem(number, f"invalid UTF-8 at byte {e.start}")
+                problem(number, f"invalid UTF-8 at byte {e.start}")
                 continue
-            item = self._line(line, number)
-            if item is not None:
-                yield item
+            if not line or line[0] == "#" or line.isspace():
+                meta = self._comment(line, number) if line[:1] == "#" else None
+                if meta is not None:
+                    yield meta
+                continue
+            match = sample_match(line)
+            if match is None:
+                problem(number, f"not a sample line: {line[:80]!r}")
+                continue
+            name, label_text, value_text, ts_text = match.groups()
+            value = special.get(value_text)
+            if value is None:
+                try:
+                    value = _float(value_text)
+                except ValueError:
+                    problem(number, f"invalid value {value_text[:40]!r}")
+                    continue
+            timestamp = None
+            if ts_text is not None:
+                if not (ts_text.isdigit() and ts_text.isascii()):
+                    problem(number, f"invalid timestamp {ts_text[:40]!r}: integer ms expected")
+                    continue
+                timestamp = int(ts_text)
+            labels: tuple[tuple[str, str], ...] | None = ()
+            if label_text:
+                labels = label_cache.get(label_text, ())
+                if labels == ():
+                    labels = self._labels(label_text, number)
+                    if labels is not None and len(label_cache) < _LABEL_CACHE:
+                        label_cache[label_text] = labels
+                elif labels is None:
+                    self._labels(label_text, number)  # report the problem at this line too
+                if labels is None:
+                    continue
+            pname = names.get(name)
+            if pname is None:
+                pname = names[name] = prometheus_name(name)
+            yield Sample(pname, labels or (), value, timestamp, number)
+        self.lines = number
+        if self._torn:
+            self.lines = number + 1
+            self.truncated = True
+            self.problems.append(
+                ParseError(
+                    self.path,
+                    number + 1,
+                    "last line has no newline (writer stopped mid-line?); dropped",
+                )
+            )
 
-    def _line(self, line: str, number: int) -> Sample | Metadata | None:  # noqa: PLR0911
-        if not line or line.isspace():
-            return None
-        if line[0] == "#":
-            meta = _META.fullmatch(line)
-            if meta is None:
-                return None  # plain comment
-            kind, name, text = meta[1], prometheus_name(meta[2]), meta[3] or ""
-            if kind == "TYPE" and text.strip() not in _TYPES:
+    def _comment(self, line: str, number: int) -> Metadata | None:
+        meta = _META.fullmatch(line)
+        if meta is None:
+            return None  # a plain comment
+        kind, name, text = meta[1], prometheus_name(meta[2]), meta[3] or ""
+        if kind == "TYPE":
+            if text.strip() not in _TYPES:
                 self._problem(number, f"unknown metric type {text.strip()!r} for {name}")
                 return None
-            if kind == "HELP":
-                text = text.replace("\\\\", "\x00").replace("\\n", "\n").replace("\x00", "\\")
-            return Metadata(kind, name, text.strip() if kind == "TYPE" else text, number)
-        match = _SAMPLE.fullmatch(line)
-        if match is None:
-            self._problem(number, f"not a sample line: {line[:80]!r}")
-            return None
-        name, label_text, value_text, ts_text = match.groups()
-        try:
-            value = _float(value_text)
-        except ValueError:
-            self._problem(number, f"invalid value {value_text[:40]!r}")
-            return None
-        timestamp = None
-        if ts_text is not None:
-            if not ts_text.isdigit() or not ts_text.isascii():
-                self._problem(number, f"invalid timestamp {ts_text[:40]!r}: integer ms expected")
-                return None
-            timestamp = int(ts_text)
-        labels: tuple[tuple[str, str], ...] = ()
-        if label_text and not label_text.isspace():
-            parsed = self._labels(label_text, number)
-            if parsed is None:
-                return None
-            labels = parsed
-        return Sample(prometheus_name(name), labels, value, timestamp, number)
+            return Metadata(kind, name, text.strip(), number)
+        text = text.replace("\\\\", "\x00").replace("\\n", "\n").replace("\x00", "\\")
+        return Metadata(kind, name, text, number)
 
     def _labels(self, text: str, number: int) -> tuple[tuple[str, str], ...] | None:
         pairs: dict[str, str] = {}
         pos, end = 0, len(text.rstrip(" \t"))
         while pos < end:
             m = _LABEL.match(text, pos)
-            if m is None or (m[3] == "" and m.end() < end):
+            if m is None or (m[3] == "" and m.end() < end) or (m[3] == "," and m.end() > end):
                 self._problem(number, f"malformed label set {{{text[:80]}}}")
                 return None
             key, value = m[1], m[2]
