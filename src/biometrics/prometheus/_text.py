@@ -119,6 +119,11 @@ def moments_families(moments: Moments) -> list[Family]:
     ]
 
 
+@functools.lru_cache(maxsize=1 << 18)
+def _bucket_labels(pairs: LabelPairs, le: float) -> str:
+    return render_labels(pairs, f'le="{format_le(le)}"')
+
+
 def histogram_families(histogram: Histogram) -> list[Family]:
     """A Prometheus histogram over the non-empty buckets, then the out-of-range counters.
 
@@ -130,7 +135,7 @@ def histogram_families(histogram: Histogram) -> list[Family]:
     pairs = histogram.label_pairs
     bucket = base + "_bucket"
     samples: list[Sample] = [
-        (bucket, render_labels(pairs, f'le="{format_le(le)}"'), str(n)) for le, n in r.cumulative()
+        (bucket, _bucket_labels(pairs, le), str(n)) for le, n in r.cumulative()
     ]
     labels = render_labels(pairs)
     samples.append((bucket, render_labels(pairs, 'le="+Inf"'), str(r.count)))
