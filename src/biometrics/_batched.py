@@ -8,6 +8,7 @@ before every read) by C-level passes over the batch, under one lock that only fo
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -16,6 +17,14 @@ from .sensors import Sensor
 
 FOLD_AT = 1024
 """Pending observations per sensor before the observing thread folds them (bounds memory)."""
+
+
+def as_float(x: object) -> float:
+    """A value for the fold's slow path: junk that slipped past the type checker becomes NaN."""
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
 
 
 class BatchedSensor(Sensor):

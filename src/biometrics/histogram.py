@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
-from ._batched import FOLD_AT, BatchedSensor
+from ._batched import FOLD_AT, BatchedSensor, as_float
 from .errors import InvalidValueError
 from .sensors import Counter
 
@@ -188,13 +188,6 @@ class _Timer:
         return timed
 
 
-def _as_float(x: object) -> float:
-    try:
-        return float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-
-
 class Histogram(BatchedSensor):
     """A distribution of non-negative observations in significant-figure buckets.
 
@@ -252,7 +245,7 @@ class Histogram(BatchedSensor):
             )
         if n:
             with self._fold_lock:
-                self._apply_weighted(_as_float(x), n)
+                self._apply_weighted(as_float(x), n)
 
     def time(self) -> _Timer:
         """Observe elapsed seconds: ``with h.time(): ...`` or ``@h.time()``."""
@@ -262,7 +255,7 @@ class Histogram(BatchedSensor):
         try:
             in_range = [x for x in batch if 0.0 <= x <= self._max]
         except TypeError:
-            batch = [_as_float(x) for x in batch]
+            batch = [as_float(x) for x in batch]
             in_range = [x for x in batch if 0.0 <= x <= self._max]
         outside = len(batch) - len(in_range)
         if outside:

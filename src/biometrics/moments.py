@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import mul, sub
 
-from ._batched import FOLD_AT, BatchedSensor
+from ._batched import FOLD_AT, BatchedSensor, as_float
 from .errors import InvalidValueError
 
 __all__ = ["Moments", "MomentsReading"]
@@ -130,13 +130,6 @@ class MomentsReading:
         return cls(n, mean, sum(d2), sum(map(mul, d2, d)), sum(map(mul, d2, d2)))
 
 
-def _as_float(x: object) -> float:
-    try:
-        return float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return _NAN
-
-
 class Moments(BatchedSensor):
     """Streaming moments of a series of floats.  ``add`` never raises.
 
@@ -163,7 +156,7 @@ class Moments(BatchedSensor):
         try:
             reading = MomentsReading.of(batch)
         except TypeError:
-            reading = MomentsReading.of([_as_float(x) for x in batch])
+            reading = MomentsReading.of([as_float(x) for x in batch])
         self._state = self._state + reading
 
     def read(self) -> MomentsReading:

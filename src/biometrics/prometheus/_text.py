@@ -187,3 +187,29 @@ def openmetrics_timestamp(now_ms: int) -> str:
     """OpenMetrics timestamps are seconds: exact decimal of the milliseconds."""
     seconds, millis = divmod(now_ms, 1000)
     return f"{seconds}.{millis:03d}" if millis else str(seconds)
+
+
+class FamilyEmitter:
+    """The four ``emit_*`` methods of every Prometheus emitter: render, then hand families on.
+
+    Subclasses implement ``_take(families, now_ms)``; the rendering is the same for all.
+    """
+
+    def _take(self, families: list[Family], now_ms: int) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def emit_counter(self, counter: Counter, now_ms: int) -> None:
+        """Take a counter reading."""
+        self._take(counter_families(counter), now_ms)
+
+    def emit_gauge(self, gauge: Gauge, now_ms: int) -> None:
+        """Take a gauge reading."""
+        self._take(gauge_families(gauge), now_ms)
+
+    def emit_moments(self, moments: Moments, now_ms: int) -> None:
+        """Take a moments reading."""
+        self._take(moments_families(moments), now_ms)
+
+    def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
+        """Take a histogram reading."""
+        self._take(histogram_families(histogram), now_ms)

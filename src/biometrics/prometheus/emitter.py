@@ -19,26 +19,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 from ..errors import InvalidValueError, SegmentError
-from ..histogram import Histogram
-from ..moments import Moments
-from ..sensors import Counter, Gauge
+from ..sensors import Counter
 from . import _locks
-from ._text import (
-    Family,
-    counter_families,
-    gauge_families,
-    histogram_families,
-    metadata_lines,
-    moments_families,
-    sample_line,
-)
+from ._text import Family, FamilyEmitter, metadata_lines, sample_line
 
 __all__ = ["Emitter", "Options"]
-
-S = TypeVar("S", Counter, Gauge, Moments, Histogram)
 
 _BUFFER = 64 * 1024
 _NAME_CLASH_TRIES = 10_000
@@ -150,7 +137,7 @@ class _Holder:
             segment.finish()
 
 
-class Emitter:
+class Emitter(FamilyEmitter):
     """An :class:`biometrics.Emitter` that appends to rotating, locked segment files.
 
     Thread-safe.  Use as a context manager, or call ``close()``; an open segment is also finished
@@ -180,24 +167,7 @@ class Emitter:
         segment = self._holder.segment
         return None if segment is None else segment.path
 
-    def emit_counter(self, counter: Counter, now_ms: int) -> None:
-        """Append a counter reading."""
-        self._write(counter_families, counter, now_ms)
-
-    def emit_gauge(self, gauge: Gauge, now_ms: int) -> None:
-        """Append a gauge reading."""
-        self._write(gauge_families, gauge, now_ms)
-
-    def emit_moments(self, moments: Moments, now_ms: int) -> None:
-        """Append a moments reading."""
-        self._write(moments_families, moments, now_ms)
-
-    def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
-        """Append a histogram reading."""
-        self._write(histogram_families, histogram, now_ms)
-
-    def _write(self, render: Callable[[S], list[Family]], sensor: S, now_ms: int) -> None:
-        families = render(sensor)
+    def _take(self, families: list[Family], now_ms: int) -> None:
         ts = str(int(now_ms))
         with self._lock:
             segment = self._segment_for(int(now_ms))

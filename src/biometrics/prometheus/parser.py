@@ -131,7 +131,7 @@ class Parse:
 
     def __iter__(self) -> Iterator[Sample | Metadata]:  # noqa: PLR0912, PLR0915 - inlined hot loop
         sample_match = _SAMPLE.fullmatch
-        label_cache: dict[str, tuple[tuple[str, str], ...] | None] = {}
+        label_cache: dict[str, tuple[tuple[str, str], ...]] = {}
         names: dict[str, str] = {}
         special = _SPECIAL
         problem = self._problem
@@ -174,15 +174,13 @@ class Parse:
                 timestamp = int(ts_text)
             labels: tuple[tuple[str, str], ...] | None = ()
             if label_text:
-                labels = label_cache.get(label_text, ())
-                if labels == ():
-                    labels = self._labels(label_text, number)
-                    if labels is not None and len(label_cache) < _LABEL_CACHE:
-                        label_cache[label_text] = labels
-                elif labels is None:
-                    self._labels(label_text, number)  # report the problem at this line too
+                labels = label_cache.get(label_text)
                 if labels is None:
-                    continue
+                    labels = self._labels(label_text, number)
+                    if labels is None:
+                        continue
+                    if len(label_cache) < _LABEL_CACHE:
+                        label_cache[label_text] = labels
             pname = names.get(name)
             if pname is None:
                 pname = names[name] = prometheus_name(name)

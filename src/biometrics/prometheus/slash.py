@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TypeVar
 
-from ..histogram import Histogram
-from ..moments import Moments
-from ..sensors import Counter, Gauge
 from ._text import (
     Family,
+    FamilyEmitter,
     Sample,
-    counter_families,
-    gauge_families,
-    histogram_families,
     metadata_lines,
-    moments_families,
     openmetrics_sample_line,
     openmetrics_timestamp,
     sample_line,
 )
 
 __all__ = ["SlashMetrics"]
-
-S = TypeVar("S", Counter, Gauge, Moments, Histogram)
 
 
 class _Entry:
@@ -35,7 +25,7 @@ class _Entry:
         self.series: dict[tuple[str, str], tuple[Sample, int]] = {}
 
 
-class SlashMetrics:
+class SlashMetrics(FamilyEmitter):
     """An emitter that keeps the latest reading of every series and renders a page on demand.
 
     Each family appears once with its ``# HELP``/``# TYPE``, its series together; emitting a
@@ -49,24 +39,7 @@ class SlashMetrics:
         self._lock = threading.Lock()
         self._families: dict[str, _Entry] = {}
 
-    def emit_counter(self, counter: Counter, now_ms: int) -> None:
-        """Keep a counter reading."""
-        self._keep(counter_families, counter, now_ms)
-
-    def emit_gauge(self, gauge: Gauge, now_ms: int) -> None:
-        """Keep a gauge reading."""
-        self._keep(gauge_families, gauge, now_ms)
-
-    def emit_moments(self, moments: Moments, now_ms: int) -> None:
-        """Keep a moments reading."""
-        self._keep(moments_families, moments, now_ms)
-
-    def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
-        """Keep a histogram reading."""
-        self._keep(histogram_families, histogram, now_ms)
-
-    def _keep(self, render: Callable[[S], list[Family]], sensor: S, now_ms: int) -> None:
-        families = render(sensor)
+    def _take(self, families: list[Family], now_ms: int) -> None:
         with self._lock:
             for family in families:
                 entry = self._families.get(family.name)
