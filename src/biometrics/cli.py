@@ -3,20 +3,53 @@
 from __future__ import annotations
 
 import argparse
-import random
+import errno
+import re
 import sys
-import time
+import tempfile
+import threading
 from collections.abc import Sequence
 from typing import TextIO
 
 from ._version import __version__
-from .collector import Collector
-from .emitter import PlainTextEmitter
-from .histogram import Histogram
-from .moments import Moments
-from .sensors import Counter, Gauge
+from .errors import StateError
+from .exporter import GAUGE_MODES, ExporterOptions, MergeRules
+from .exporter._logging import LEVELS, configure
+from .exporter.demo import start_workers, stop_workers
 
 __all__ = ["main", "run"]
+
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def duration_ms(text: str) -> int:
+    """``500ms``, ``30s``, ``15m``, ``2h``, ``7d`` (or a sum such as ``1h30m``) in milliseconds."""
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match[1]) * _UNITS[match[2]]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 15m or 2h")
+    return int(total)
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:9464")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _gauge_rule(text: str) -> tuple[str, str]:
+    pattern, sep, mode = text.rpartition("=")
+    if not sep or not pattern or mode not in GAUGE_MODES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not PATTERN=MODE with MODE one of {', '.join(GAUGE_MODES)}"
+        )
+    return pattern, mode
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,38 +59,154 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"biometrics {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo", help="record a small synthetic workload and print its readings"
-    )
-    demo.add_argument("--requests", type=int, default=10_000, help="requests to simulate")
-    demo.add_argument("--seed", type=int, default=0, help="random seed, for repeatable output")
+
+    serve = commands.add_parser("serve", help="merge a spool's segments and serve /metrics")
+    serve.add_argument("spool", metavar="SPOOL_DIR", help="directory the emitters write into")
+    _serve_arguments(serve, listen="127.0.0.1:9464")
+
+    demo = commands.add_parser("demo", help="worker processes + serve, on a temporary spool")
+    demo.add_argument("--workers", type=int, default=4, help="emitting processes (default 4)")
+    demo.add_argument("--duration", type=duration_ms, default=None,
+                      help="stop after this long (default: run until Ctrl-C)")  # fmt: skip
+    _serve_arguments(demo, listen="127.0.0.1:9464")
     return parser
 
 
-def _demo(requests: int, seed: int, now_ms: int, out: TextIO) -> int:
-    rng = random.Random(seed)
-    collector = Collector()
-    served = collector.register(Counter("demo.requests", help="Requests served."))
-    in_flight = collector.register(Gauge("demo.in_flight", help="Requests in progress."))
-    latency = collector.register(Histogram("demo.latency.seconds", help="Request latency."))
-    size = collector.register(Moments("demo.response.bytes", help="Response size."))
-    for _ in range(requests):
-        served.click()
-        in_flight.set(rng.randint(0, 8))
-        latency.observe(rng.lognormvariate(-5.0, 1.0))
-        size.add(rng.gauss(2048.0, 256.0))
-    collector.emit(PlainTextEmitter(out), now_ms)
-    return 0
+def _serve_arguments(p: argparse.ArgumentParser, *, listen: str) -> None:
+    p.add_argument(
+        "--listen",
+        type=_listen,
+        default=_listen(listen),
+        metavar="HOST:PORT",
+        help=f"address to serve on (default {listen}; port 0 picks a free one)",
+    )
+    p.add_argument("--state", help="state snapshot file (default SPOOL/.biometrics/state.json)")
+    p.add_argument("--archive", metavar="DIR", help="move consumed segments here, not delete")
+    p.add_argument(
+        "--quarantine",
+        metavar="DIR",
+        help="where unparseable segments go (default SPOOL/quarantine)",
+    )
+    p.add_argument(
+        "--forget-after",
+        type=duration_ms,
+        metavar="DURATION",
+        help="drop sources not seen for this long (default: keep forever)",
+    )
+    p.add_argument(
+        "--max-series",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="per-source series held at most; new ones beyond are dropped",
+    )
+    p.add_argument(
+        "--gauge-mode",
+        default="latest",
+        choices=("sum", "min", "max", "latest", "all"),
+        help="how gauges from many sources merge (default latest)",
+    )
+    p.add_argument(
+        "--gauge",
+        type=_gauge_rule,
+        action="append",
+        default=[],
+        metavar="PATTERN=MODE",
+        help="mode for gauges matching a glob; repeatable",
+    )
+    p.add_argument(
+        "--per-source", action="store_true", help="no merging: every series gets a source label"
+    )
+    p.add_argument(
+        "--honor-timestamps", action="store_true", help="expose each series' newest reading time"
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=duration_ms,
+        default=100,
+        metavar="DURATION",
+        help="how often to look for finished segments (default 100ms)",
+    )
+    p.add_argument(
+        "--checkpoint-interval",
+        type=duration_ms,
+        default=60_000,
+        metavar="DURATION",
+        help="how often to snapshot the state (default 60s)",
+    )
+    p.add_argument("--log-level", default="info", choices=LEVELS)  # fmt: skip
 
 
-def run(argv: Sequence[str], out: TextIO, *, now_ms: int | None = None) -> int:
-    """Run one command; the exit code is returned, never passed to ``sys.exit`` here."""
+def _serve(args: argparse.Namespace, spool: str, out: TextIO, stop: threading.Event) -> int:
+    try:
+        from .exporter.serve import serve  # noqa: PLC0415 - needs the exporter extra
+    except ImportError as e:
+        print(f"biometrics {args.command}: {e}; install it with "
+              "pip install 'biometrics[exporter]'", file=sys.stderr)  # fmt: skip
+        return 1
+    configure(args.log_level)
+    options = ExporterOptions(
+        spool=spool,
+        state=args.state,
+        archive=args.archive,
+        quarantine=args.quarantine,
+        rules=MergeRules(args.gauge_mode, tuple(args.gauge), args.per_source),
+        forget_after_ms=args.forget_after,
+        max_series=args.max_series,
+        honor_timestamps=args.honor_timestamps,
+        poll_interval=args.poll_interval / 1000,
+        checkpoint_interval=args.checkpoint_interval / 1000,
+    )
+    host, port = args.listen
+
+    def listening(bound: int) -> None:
+        print(f"serving http://{host}:{bound}/metrics from {spool}", file=out, flush=True)
+
+    try:
+        return serve(options, host, port, stop=stop, on_listening=listening)
+    except StateError as e:
+        print(f"biometrics {args.command}: {e.strerror}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE and args.command == "demo" and port:
+            args.listen = (host, 0)
+            return _serve(args, spool, out, stop)
+        print(f"biometrics {args.command}: cannot serve on {host}:{port}: {e.strerror or e}; "
+              "choose another --listen", file=sys.stderr)  # fmt: skip
+        return 1
+
+
+def _demo(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
+    if args.workers < 1:
+        print("biometrics demo: --workers must be >= 1", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="biometrics-demo-") as spool:
+        workers = start_workers(spool, args.workers)
+        timer = None
+        if args.duration is not None:
+            timer = threading.Timer(args.duration / 1000, stop.set)
+            timer.start()
+        try:
+            print(f"{args.workers} workers emitting into {spool}; Ctrl-C to stop", file=out)
+            return _serve(args, spool, out, stop)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            stop_workers(workers)
+
+
+def run(argv: Sequence[str], out: TextIO, *, stop: threading.Event | None = None) -> int:
+    """Run one command; the exit code is returned, never passed to ``sys.exit`` here.
+
+    ``stop`` ends a long-running command (``serve``, ``demo``) from another thread, as
+    SIGTERM does.
+    """
     args = _parser().parse_args(list(argv))
+    stop = stop or threading.Event()
+    if args.command == "serve":
+        return _serve(args, args.spool, out, stop)
     if args.command == "demo":
-        if args.requests < 0:
-            print("biometrics demo: --requests must be >= 0", file=sys.stderr)
-            return 2
-        return _demo(args.requests, args.seed, now_ms or time.time_ns() // 1_000_000, out)
+        return _demo(args, out, stop)
     _parser().print_help(out)
     return 0
 

@@ -7,7 +7,8 @@
     ├── InvalidLabelError (also ValueError)     a sensor label or label name breaks the rules
     ├── DuplicateSensorError (also ValueError)  two sensors claim one series in a Collector
     ├── SegmentError (also OSError)             a segment file could not be created or written
-    └── ParseError (also ValueError)            a segment line is malformed; says file:line
+    ├── ParseError (also ValueError)            a segment line is malformed; says file:line
+    └── StateError (also OSError)               the exporter's durable state is unusable
 
 Errors that also subclass a builtin let callers keep catching what they already catch
 (``except ValueError``) while ``except BiometricsError`` catches everything of ours.
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidValueError",
     "ParseError",
     "SegmentError",
+    "StateError",
 ]
 
 
@@ -54,3 +56,7 @@ class ParseError(BiometricsError, ValueError):
         self.path = path
         self.line = line
         self.message = message
+
+
+class StateError(BiometricsError, OSError):
+    """The exporter's state file or journal cannot be read, written or locked."""

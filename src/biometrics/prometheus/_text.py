@@ -11,11 +11,12 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .._labels import LabelPairs
 from ..histogram import Histogram
-from ..moments import Moments
+from ..moments import Moments, MomentsReading
 from ..sensors import Counter, Gauge, Sensor
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -104,18 +105,24 @@ MOMENTS_SUFFIXES = ("_count", "_mean", "_variance", "_skewness", "_kurtosis", "_
 the raw sums that let the exporter merge moments from many processes exactly."""
 
 
+def moments_values(r: MomentsReading) -> list[tuple[str, str, float | int]]:
+    """``(suffix, type, value)`` for each family a moments reading becomes."""
+    return [
+        ("_count", "counter", r.n),
+        ("_mean", "gauge", r.mean()),
+        ("_variance", "gauge", r.variance()),
+        ("_skewness", "gauge", r.skewness()),
+        ("_kurtosis", "gauge", r.kurtosis()),
+        ("_m2", "gauge", r.m2),
+        ("_m3", "gauge", r.m3),
+        ("_m4", "gauge", r.m4),
+    ]
+
+
 def moments_families(moments: Moments) -> list[Family]:
     """The seed's count/mean/variance/skewness/kurtosis, plus the raw sums m2..m4 for merging."""
-    r = moments.read()
     return [
-        _one(moments, "counter", "_count", r.n),
-        _one(moments, "gauge", "_mean", r.mean()),
-        _one(moments, "gauge", "_variance", r.variance()),
-        _one(moments, "gauge", "_skewness", r.skewness()),
-        _one(moments, "gauge", "_kurtosis", r.kurtosis()),
-        _one(moments, "gauge", "_m2", r.m2),
-        _one(moments, "gauge", "_m3", r.m3),
-        _one(moments, "gauge", "_m4", r.m4),
+        _one(moments, kind, suffix, value) for suffix, kind, value in moments_values(moments.read())
     ]
 
 
@@ -133,14 +140,8 @@ def histogram_families(histogram: Histogram) -> list[Family]:
     r = histogram.read()
     base = prometheus_name(histogram.label)
     pairs = histogram.label_pairs
-    bucket = base + "_bucket"
-    samples: list[Sample] = [
-        (bucket, _bucket_labels(pairs, le), str(n)) for le, n in r.cumulative()
-    ]
+    samples = histogram_samples(base, pairs, r.cumulative(), r.count, r.sum)
     labels = render_labels(pairs)
-    samples.append((bucket, render_labels(pairs, 'le="+Inf"'), str(r.count)))
-    samples.append((base + "_sum", labels, format_value(r.sum)))
-    samples.append((base + "_count", labels, str(r.count)))
     exceeds, negative = base + "_exceeds_max", base + "_is_negative"
     return [
         Family(base, "histogram", histogram.help, samples),
@@ -149,6 +150,60 @@ def histogram_families(histogram: Histogram) -> list[Family]:
         Family(negative, "counter", "Negative observations (below the histogram's range).",
                [(negative, labels, str(r.is_negative))]),
     ]  # fmt: skip
+
+
+def format_count(x: float | int) -> str:
+    """A count: integral values without a decimal point (OpenMetrics requires it)."""
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 2**63 else format_value(x)
+
+
+def histogram_samples(
+    base: str,
+    pairs: LabelPairs,
+    cumulative: Iterable[tuple[float, float | int]],
+    count: float | int,
+    total: float,
+) -> list[Sample]:
+    """Cumulative ``_bucket`` lines, the ``+Inf`` bucket (= count), ``_sum`` and ``_count``."""
+    bucket = base + "_bucket"
+    samples: list[Sample] = [
+        (bucket, _bucket_labels(pairs, le), format_count(n)) for le, n in cumulative
+    ]
+    labels = render_labels(pairs)
+    samples.append((bucket, render_labels(pairs, 'le="+Inf"'), format_count(count)))
+    samples.append((base + "_sum", labels, format_value(total)))
+    samples.append((base + "_count", labels, format_count(count)))
+    return samples
+
+
+def render_page(
+    families: Iterable[tuple[Family, Iterable[tuple[Sample, int | None]]]],
+    *,
+    openmetrics: bool = False,
+    eof: bool = True,
+) -> str:
+    """A whole exposition: each family's metadata then its samples (timestamps in ms or None).
+
+    OpenMetrics output names counter samples ``_total``, writes seconds and ends in ``# EOF``
+    (unless ``eof=False``, for a page that continues).
+    """
+    out: list[str] = []
+    append = out.append
+    for family, samples in families:
+        append(metadata_lines(family, openmetrics=openmetrics))
+        if openmetrics:
+            for sample, ts in samples:
+                stamp = "" if ts is None else openmetrics_timestamp(ts)
+                append(openmetrics_sample_line(family, sample, stamp))
+        else:
+            for (name, labels, value), ts in samples:
+                append(f"{name}{labels} {value}\n" if ts is None else
+                       f"{name}{labels} {value} {ts}\n")  # fmt: skip
+    if openmetrics and eof:
+        append("# EOF\n")
+    return "".join(out)
 
 
 def metadata_lines(family: Family, *, openmetrics: bool = False) -> str:

@@ -90,9 +90,11 @@ class Parse:
         self.problems: list[ParseError] = []
         self.truncated = False
         self.lines = 0
+        self.samples = 0
         self._torn = b""
 
-    def _problem(self, line: int, message: str) -> None:
+    def report(self, line: int, message: str) -> None:
+        """Record (or, when strict, raise) a problem found at ``line``, as the parser does."""
         error = ParseError(self.path, line, message)
         if self.strict:
             raise error
@@ -134,8 +136,8 @@ class Parse:
         label_cache: dict[str, tuple[tuple[str, str], ...]] = {}
         names: dict[str, str] = {}
         special = _SPECIAL
-        problem = self._problem
-        number = 0
+        problem = self.report
+        number = samples = 0
         for raw in self._lines():
             number += 1
             if raw is None:
@@ -184,7 +186,9 @@ class Parse:
             pname = names.get(name)
             if pname is None:
                 pname = names[name] = prometheus_name(name)
+            samples += 1
             yield Sample(pname, labels or (), value, timestamp, number)
+        self.samples = samples
         self.lines = number
         if self._torn:
             self.lines = number + 1
@@ -204,7 +208,7 @@ class Parse:
         kind, name, text = meta[1], prometheus_name(meta[2]), meta[3] or ""
         if kind == "TYPE":
             if text.strip() not in _TYPES:
-                self._problem(number, f"unknown metric type {text.strip()!r} for {name}")
+                self.report(number, f"unknown metric type {text.strip()!r} for {name}")
                 return None
             return Metadata(kind, name, text.strip(), number)
         text = text.replace("\\\\", "\x00").replace("\\n", "\n").replace("\x00", "\\")
@@ -216,19 +220,19 @@ class Parse:
         while pos < end:
             m = _LABEL.match(text, pos)
             if m is None or (m[3] == "" and m.end() < end) or (m[3] == "," and m.end() > end):
-                self._problem(number, f"malformed label set {{{text[:80]}}}")
+                self.report(number, f"malformed label set {{{text[:80]}}}")
                 return None
             key, value = m[1], m[2]
             if "\\" in value:
                 value = _unescape(value)
             if key in pairs:
-                self._problem(number, f"label {key!r} is not unique")
+                self.report(number, f"label {key!r} is not unique")
                 return None
             if key == "le":
                 try:
                     value = format_le(_float(value))
                 except ValueError:
-                    self._problem(number, f"le={value[:40]!r} is not a number")
+                    self.report(number, f"le={value[:40]!r} is not a number")
                     return None
             pairs[key] = value
             pos = m.end()

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from ._text import (
-    Family,
-    FamilyEmitter,
-    Sample,
-    metadata_lines,
-    openmetrics_sample_line,
-    openmetrics_timestamp,
-    sample_line,
-)
+from ._text import Family, FamilyEmitter, Sample, render_page
 
 __all__ = ["SlashMetrics"]
 
@@ -55,25 +47,18 @@ class SlashMetrics(FamilyEmitter):
         with self._lock:
             self._families.clear()
 
+    def _entries(self) -> list[tuple[Family, list[tuple[Sample, int | None]]]]:
+        stamp = self._timestamps
+        with self._lock:
+            return [
+                (entry.family, [(s, t if stamp else None) for s, t in entry.series.values()])
+                for entry in self._families.values()
+            ]
+
     def render(self) -> str:
         """The page in Prometheus text format 0.0.4."""
-        out: list[str] = []
-        with self._lock:
-            for entry in self._families.values():
-                out.append(metadata_lines(entry.family))
-                for sample, now_ms in entry.series.values():
-                    out.append(sample_line(sample, str(now_ms) if self._timestamps else ""))
-        return "".join(out)
+        return render_page(self._entries())
 
     def render_openmetrics(self) -> str:
         """The page in OpenMetrics 1.0 (counters as ``_total``, seconds, ``# EOF``)."""
-        out: list[str] = []
-        with self._lock:
-            for entry in self._families.values():
-                family = entry.family
-                out.append(metadata_lines(family, openmetrics=True))
-                for sample, now_ms in entry.series.values():
-                    ts = openmetrics_timestamp(now_ms) if self._timestamps else ""
-                    out.append(openmetrics_sample_line(family, sample, ts))
-        out.append("# EOF\n")
-        return "".join(out)
+        return render_page(self._entries(), openmetrics=True)

@@ -1,0 +1,373 @@
+"""The exporter: consume a spool's finished segments into the store, durably, and render pages.
+
+One thread ingests (the only writer of the store and the state files); HTTP threads only read.
+A pass claims up to a batch of finished segments, folds each into the store and appends its
+bytes to the journal, fsyncs the journal once, and only then deletes, archives or quarantines
+the batch's files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from ..errors import ParseError, SegmentError, StateError
+from ..histogram import Histogram
+from ..prometheus import Metadata, Parse, Reader, SlashMetrics, Watcher
+from ..sensors import Counter, Gauge
+from ._logging import log
+from .durable import DurableState
+from .segments import Reading, readings, source_of
+from .store import MergeRules, Store
+
+__all__ = ["Exporter", "ExporterOptions"]
+
+_CHUNK = 8192
+_MAX_PROBLEMS = 100
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class ExporterOptions:
+    """Everything ``biometrics serve`` can be told; the defaults are the documented ones."""
+
+    spool: str
+    state: str | None = None
+    """Snapshot path; default ``<spool>/.biometrics/state.json`` (journal and lock beside it)."""
+    archive: str | None = None
+    """Move consumed segments here instead of deleting them."""
+    quarantine: str | None = None
+    """Where unparseable segments go, with a ``.error`` sidecar; default ``<spool>/quarantine``."""
+    rules: MergeRules = field(default_factory=MergeRules)
+    forget_after_ms: int | None = None
+    max_series: int = 1_000_000
+    honor_timestamps: bool = False
+    poll_interval: float = 0.1
+    checkpoint_interval: float = 60.0
+    checkpoint_bytes: int = 64 << 20
+    batch_files: int = 256
+    batch_bytes: int = 64 << 20
+
+    @property
+    def state_path(self) -> str:
+        """The snapshot path, defaulted."""
+        return self.state or os.path.join(self.spool, ".biometrics", "state.json")
+
+    @property
+    def quarantine_path(self) -> str:
+        """The quarantine directory, defaulted."""
+        return self.quarantine or os.path.join(self.spool, "quarantine")
+
+
+class _SelfMetrics:
+    """``biometrics_exporter_*``: the daemon's own health, rendered after the merged series."""
+
+    def __init__(self) -> None:
+        self.counters: list[Counter] = []
+        self.gauges: list[Gauge] = []
+
+        def counter(name: str, text: str) -> Counter:
+            self.counters.append(Counter(f"biometrics.exporter.{name}_total", help=text))
+            return self.counters[-1]
+
+        def gauge(name: str, text: str) -> Gauge:
+            self.gauges.append(Gauge(f"biometrics.exporter.{name}", help=text))
+            return self.gauges[-1]
+
+        self.segments = counter("segments_consumed", "Segments consumed from the spool.")
+        self.bytes = counter("ingested_bytes", "Bytes of segments ingested.")
+        self.samples = counter("ingested_samples", "Sample lines ingested.")
+        self.parse_errors = counter("parse_errors", "Malformed lines skipped.")
+        self.quarantined = counter("quarantined_segments", "Segments moved to quarantine.")
+        self.dropped = counter("dropped_series", "New series refused by --max-series.")
+        self.conflicts = counter("type_conflicts", "Readings dropped: family has another type.")
+        self.checkpoints = counter("checkpoints", "State snapshots written.")
+        self.failures = counter("ingest_failures", "Segments that could not be consumed (I/O).")
+        self.lag = gauge("ingest_lag_seconds", "Age of the oldest finished unconsumed segment.")
+        self.series = gauge("series", "Merged series in the store.")
+        self.entries = gauge("source_series", "Per-source series held (see --max-series).")
+        self.sources = gauge("sources", "Sources in the store.")
+        self.scrape = Histogram("biometrics.exporter.scrape_duration_seconds",
+                                help="Time to render a page.")  # fmt: skip
+
+    def emit(self, emitter: SlashMetrics, now_ms: int) -> None:
+        """Hand every self-metric to ``emitter`` (no Collector: its self-counters are noise)."""
+        for counter in self.counters:
+            emitter.emit_counter(counter, now_ms)
+        for gauge in self.gauges:
+            emitter.emit_gauge(gauge, now_ms)
+        emitter.emit_histogram(self.scrape, now_ms)
+
+    def sync_store(self, store: Store) -> None:
+        with store.lock:
+            self.dropped.count(store.dropped_series - self.dropped.read())
+            self.conflicts.count(store.conflicts - self.conflicts.read())
+            self.series.set(store.series_count())
+            self.entries.set(store.entries)
+            self.sources.set(len(store.sources))
+
+
+def _chunks(items: Iterable[Reading | Metadata], store: Store) -> Iterator[list[Reading]]:
+    chunk: list[Reading] = []
+    for item in items:
+        if isinstance(item, Metadata):
+            if item.kind == "HELP":
+                store.set_help(item.name, item.text)
+            continue
+        chunk.append(item)
+        if len(chunk) >= _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class Exporter:
+    """The ingest side of ``biometrics serve`` plus page rendering; HTTP lives in ``http``."""
+
+    def __init__(self, options: ExporterOptions) -> None:
+        self.options = options
+        self.store = Store(options.rules, max_series=options.max_series)
+        self.metrics = _SelfMetrics()
+        self.watcher = Watcher(options.spool)
+        self.durable = DurableState(options.state_path)
+        self.ready = threading.Event()
+        self._last_checkpoint = time.monotonic()
+        self._skipped: dict[str, tuple[int, int]] = {}
+        self._page_cache: dict[tuple[int, bool], str] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Lock and load the state, re-ingest the journal, and fold it into a fresh snapshot."""
+        os.makedirs(self.options.spool, exist_ok=True)
+        self.durable.open()
+        try:
+            loaded = self.durable.load(self.store)
+            replayed = 0
+            for name, data in self.durable.replay():
+                parsed = source_of(name)
+                if parsed is not None:
+                    self._fold(parsed[0], parsed[1], Parse([data], path=f"journal:{name}"))
+                    replayed += 1
+            if replayed:
+                self.checkpoint()
+        except BaseException:
+            self.durable.close()
+            raise
+        log(logging.INFO, "state loaded", snapshot=loaded, journal_segments=replayed,
+            series=self.store.series_count(), **self.durable.describe())  # fmt: skip
+        self.ready.set()
+
+    def close(self) -> None:
+        """Write the final snapshot and release the state."""
+        try:
+            self.checkpoint()
+        finally:
+            self.durable.close()
+
+    def checkpoint(self) -> None:
+        """Snapshot the store and empty the journal."""
+        size = self.durable.checkpoint(self.store)
+        self._last_checkpoint = time.monotonic()
+        self.metrics.checkpoints.click()
+        log(logging.DEBUG, "checkpoint written", bytes=size, path=self.durable.path)
+
+    def run(self, stop: threading.Event) -> None:
+        """Ingest until ``stop`` is set; the pass in hand is finished first."""
+        while not stop.is_set():
+            try:
+                busy = self.ingest_pass(stop=stop)
+            except StateError as e:
+                log(logging.ERROR, "state write failed; retrying", error=str(e))
+                busy = False
+            if not busy:
+                stop.wait(self.options.poll_interval)
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def ingest_pass(self, now_ms: int | None = None, stop: threading.Event | None = None) -> bool:
+        """Consume one batch of finished segments; True if a full batch left more waiting."""
+        opts = self.options
+        batch: list[tuple[Reader, str | None, list[ParseError]]] = []
+        size_total = 0
+        waiting_since: float | None = None
+        try:
+            for path in self.watcher.candidates():
+                if (
+                    len(batch) >= opts.batch_files
+                    or size_total >= opts.batch_bytes
+                    or (stop is not None and stop.is_set())
+                ):
+                    with contextlib.suppress(OSError):
+                        waiting_since = os.stat(path).st_mtime
+                    break
+                taken = self._take(path)
+                if taken is not None:
+                    size_total += taken[3]
+                    batch.append(taken[:3])
+            if batch:
+                self.durable.sync()
+            for reader, reason, problems in batch:
+                self._finish(reader, reason, problems)
+        finally:
+            for reader, _, _ in batch:
+                reader.close()
+        now = _now_ms() if now_ms is None else now_ms
+        if opts.forget_after_ms is not None:
+            for source in self.store.forget_stale(now, opts.forget_after_ms):
+                log(logging.INFO, "source forgotten", source=source)
+        self.metrics.lag.set(0.0 if waiting_since is None else max(0.0, now / 1000 - waiting_since))
+        self.metrics.sync_store(self.store)
+        if self.durable.journal_bytes and (
+            self.durable.journal_bytes >= opts.checkpoint_bytes
+            or time.monotonic() - self._last_checkpoint >= opts.checkpoint_interval
+        ):
+            self.checkpoint()
+        return waiting_since is not None
+
+    def _take(self, path: str) -> tuple[Reader, str | None, list[ParseError], int] | None:
+        if path in self._skipped and self._unchanged(path):
+            return None
+        try:
+            reader = self.watcher.claim(path)
+        except SegmentError as e:
+            self._skip(path, "cannot open segment", e)
+            return None
+        if reader is None:
+            return None
+        try:
+            return (reader, *self._consume(reader))
+        except OSError as e:
+            reader.close()
+            self._skip(path, "cannot journal segment", e)
+            return None
+
+    def _consume(self, reader: Reader) -> tuple[str | None, list[ParseError], int]:
+        name = os.path.basename(reader.path)
+        parsed_name = source_of(name) if "\n" not in name else None
+        if parsed_name is None:
+            return "file name has no <epoch_ms> before .prom; cannot tell its time", [], 0
+        size = os.fstat(reader.fileno()).st_size
+        self.durable.append(name, reader, size)
+        parsed = Parse(_limited(reader, size), path=reader.path)
+        self._fold(parsed_name[0], parsed_name[1], parsed)
+        self.metrics.segments.click()
+        self.metrics.bytes.count(size)
+        problems = parsed.problems
+        self.metrics.parse_errors.count(len(problems))
+        serious = [p for p in problems if not (parsed.truncated and p is problems[-1])]
+        if parsed.truncated:
+            log(logging.INFO, "segment ends mid-line (writer killed?); last line dropped",
+                path=reader.path)  # fmt: skip
+        if serious:
+            return (
+                f"{len(serious)} malformed line(s); the other lines were ingested",
+                problems,
+                size,
+            )
+        return None, problems, size
+
+    def _fold(self, source: str, default_ts: int, parsed: Parse) -> None:
+        for chunk in _chunks(readings(parsed, default_ts), self.store):
+            self.store.ingest(source, chunk)
+        self.metrics.samples.count(parsed.samples)
+
+    def _finish(self, reader: Reader, reason: str | None, problems: list[ParseError]) -> None:
+        path = reader.path
+        try:
+            if reason is not None:
+                self._quarantine(path, reason, problems)
+            elif self.options.archive is not None:
+                _move(path, self.options.archive)
+            else:
+                reader.unlink()
+        except OSError as e:
+            self._skip(
+                path, "cannot remove consumed segment (it is journaled; will not re-read)", e
+            )
+            return
+        log(logging.DEBUG, "segment consumed", path=path)
+
+    def _quarantine(self, path: str, reason: str, problems: list[ParseError]) -> None:
+        target = _move(path, self.options.quarantine_path)
+        lines = [f"{path}: quarantined: {reason}"]
+        lines += [str(p) for p in problems[:_MAX_PROBLEMS]]
+        if len(problems) > _MAX_PROBLEMS:
+            lines.append(f"... and {len(problems) - _MAX_PROBLEMS} more")
+        with open(target + ".error", "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        self.metrics.quarantined.click()
+        log(logging.WARNING, "segment quarantined", path=path, moved_to=target, reason=reason,
+            first_problem=str(problems[0]) if problems else "")  # fmt: skip
+
+    def _skip(self, path: str, what: str, error: OSError) -> None:
+        self.metrics.failures.click()
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            self._skipped[path] = (st.st_mtime_ns, st.st_size)
+        log(logging.ERROR, what, path=path, error=str(error))
+
+    def _unchanged(self, path: str) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError:
+            self._skipped.pop(path, None)
+            return True
+        if self._skipped[path] == (st.st_mtime_ns, st.st_size):
+            return True
+        del self._skipped[path]
+        return False
+
+    # -- pages ----------------------------------------------------------------------------
+
+    def page(self, *, openmetrics: bool = False) -> str:
+        """The /metrics page: merged series, then ``biometrics_exporter_*``."""
+        started = time.perf_counter()
+        store = self.store
+        with store.lock:
+            key = (store.version, openmetrics)
+            body = self._page_cache.get(key)
+            if body is None:
+                stamps = self.options.honor_timestamps
+                body = store.render(openmetrics=openmetrics, timestamps=stamps, eof=False)
+                self._page_cache = {key: body, **{k: v for k, v in self._page_cache.items()
+                                                  if k[0] == store.version}}  # fmt: skip
+        slash = SlashMetrics()
+        self.metrics.emit(slash, _now_ms())
+        tail = slash.render_openmetrics() if openmetrics else slash.render()
+        self.metrics.scrape.observe(time.perf_counter() - started)
+        return body + tail
+
+
+def _limited(reader: BinaryIO, size: int) -> Iterator[bytes]:
+    remaining = size
+    while remaining > 0:
+        block = reader.read(min(remaining, 1 << 18))
+        if not block:
+            return
+        remaining -= len(block)
+        yield block
+
+
+def _move(path: str, directory: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.basename(path)
+    target = os.path.join(directory, base)
+    for n in itertools.count(1):
+        if not os.path.lexists(target):
+            break
+        target = os.path.join(directory, f"{base}.{n}")
+    shutil.move(path, target)
+    return target

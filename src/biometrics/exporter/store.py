@@ -1,0 +1,322 @@
+"""The exporter's in-memory state: every source's readings, merged per series, rendered on demand.
+
+Writers (the ingest loop) and readers (scrapes) share one lock.  A scrape re-renders only the
+series that changed since the previous scrape, so its cost follows the number of series, never
+the number of sources (see docs/ARCHITECTURE.md, "Aggregation rules").
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._labels import LabelPairs
+from ..prometheus._text import (
+    Family,
+    Sample,
+    format_count,
+    format_value,
+    histogram_samples,
+    moments_values,
+    render_labels,
+    render_page,
+)
+from .merge import (
+    GAUGE_MODES,
+    CounterSeries,
+    GaugeSeries,
+    HistogramSeries,
+    MomentsSeries,
+    Series,
+)
+from .segments import Reading
+
+__all__ = ["MergeRules", "Store"]
+
+SOURCE_LABEL = "source"
+STATE_FORMAT = "biometrics-exporter-state"
+STATE_VERSION = 1
+
+Key = tuple[str, LabelPairs]
+
+
+@dataclass(frozen=True)
+class MergeRules:
+    """How series from many sources combine; see docs/ARCHITECTURE.md.
+
+    ``gauges`` are ``(fnmatch pattern, mode)`` pairs tried in order against the metric name;
+    a gauge no pattern matches uses ``gauge_mode``.  ``per_source`` turns merging off: every
+    series keeps its source as a ``source`` label.
+    """
+
+    gauge_mode: str = "latest"
+    gauges: tuple[tuple[str, str], ...] = ()
+    per_source: bool = False
+
+    def __post_init__(self) -> None:
+        for mode in (self.gauge_mode, *(m for _, m in self.gauges)):
+            if mode not in GAUGE_MODES:
+                raise ValueError(
+                    f"unknown gauge mode {mode!r}; use one of {', '.join(GAUGE_MODES)}"
+                )
+
+    def gauge_mode_for(self, name: str) -> str:
+        """The merge mode of gauge family ``name``."""
+        for pattern, mode in self.gauges:
+            if fnmatch.fnmatchcase(name, pattern):
+                return mode
+        return self.gauge_mode
+
+
+_KINDS: dict[str, type[Series]] = {
+    "counter": CounterSeries,
+    "gauge": GaugeSeries,
+    "histogram": HistogramSeries,
+    "moments": MomentsSeries,
+}
+
+
+class _Family:
+    __slots__ = ("kind", "mode", "rendered", "series")
+
+    def __init__(self, kind: str, mode: str) -> None:
+        self.kind = kind
+        self.mode = mode
+        self.series: dict[LabelPairs, Series] = {}
+        self.rendered: dict[LabelPairs, list[tuple[str, Sample, int]]] = {}
+
+
+def _with_source(labels: LabelPairs, source: str) -> LabelPairs:
+    pairs = [("exported_source", v) if k == SOURCE_LABEL else (k, v) for k, v in labels]
+    pairs.append((SOURCE_LABEL, source))
+    return tuple(sorted(pairs))
+
+
+class Store:
+    """Merged series from every source, bounded by ``max_series`` source-series entries."""
+
+    def __init__(self, rules: MergeRules | None = None, *, max_series: int = 1_000_000) -> None:
+        self.rules = rules or MergeRules()
+        self.max_series = max_series
+        self.lock = threading.RLock()
+        self._families: dict[str, _Family] = {}
+        self._sources: dict[str, int] = {}
+        self._keys: dict[str, set[Key]] = {}
+        self._tombstones: dict[str, int] = {}
+        self._helps: dict[str, str] = {}
+        self._dirty: set[Key] = set()
+        self.entries = 0
+        self.dropped_series = 0
+        self.conflicts = 0
+        self.version = 0
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    def set_help(self, name: str, text: str) -> None:
+        """Remember a metric's help text (the last one seen wins)."""
+        with self.lock:
+            if self._helps.get(name) != text:
+                self._helps[name] = text
+                self.version += 1
+
+    def ingest(self, source: str, items: Iterable[Reading]) -> int:
+        """Fold ``source``'s readings in; returns how many changed the store."""
+        if not source:
+            raise ValueError("source names are never empty")
+        applied = 0
+        with self.lock:
+            tomb = self._tombstones.get(source)
+            keys = self._keys.setdefault(source, set())
+            seen = self._sources.get(source, 0)
+            for reading in items:
+                if tomb is not None:
+                    if reading.ts <= tomb:
+                        continue
+                    del self._tombstones[source]
+                    tomb = None
+                if self._apply(source, keys, reading):
+                    applied += 1
+                    seen = max(seen, reading.ts)
+            self._sources[source] = seen
+            if not keys:
+                del self._keys[source]
+                del self._sources[source]
+            if applied:
+                self.version += 1
+        return applied
+
+    def _apply(self, source: str, keys: set[Key], reading: Reading) -> bool:
+        kind, name, labels, value, ts = reading
+        family = self._families.get(name)
+        if family is None:
+            mode = self.rules.gauge_mode_for(name) if kind == "gauge" else ""
+            family = self._families[name] = _Family(kind, mode)
+        elif family.kind != kind:
+            self.conflicts += 1
+            return False
+        if self.rules.per_source or family.mode == "all":
+            labels = _with_source(labels, source)
+        key = (name, labels)
+        series = family.series.get(labels)
+        if key not in keys:
+            if self.entries >= self.max_series:
+                self.dropped_series += 1
+                return False
+            if series is None:
+                series = family.series[labels] = (
+                    GaugeSeries(family.mode) if kind == "gauge" else _KINDS[kind]()
+                )
+            keys.add(key)
+            self.entries += 1
+        assert series is not None
+        if not series.update(source, value, ts):
+            return False
+        self._dirty.add(key)
+        return True
+
+    def forget_stale(self, now_ms: int, forget_after_ms: int) -> list[str]:
+        """Drop sources whose newest reading is older than ``forget_after_ms``."""
+        cutoff = now_ms - forget_after_ms
+        with self.lock:
+            stale = [s for s, seen in self._sources.items() if seen < cutoff]
+            for source in stale:
+                self._forget(source)
+            if stale:
+                self.version += 1
+        return stale
+
+    def _forget(self, source: str) -> None:
+        seen = self._sources.pop(source)
+        self._tombstones[source] = seen
+        for key in self._keys.pop(source, set()):
+            name, labels = key
+            family = self._families[name]
+            self.entries -= 1
+            if family.series[labels].forget(source):
+                del family.series[labels]
+                family.rendered.pop(labels, None)
+                self._dirty.discard(key)
+                if not family.series:
+                    del self._families[name]
+            else:
+                self._dirty.add(key)
+
+    # -- reading --------------------------------------------------------------------------
+
+    @property
+    def sources(self) -> dict[str, int]:
+        """Each live source and the time (ms) of its newest reading."""
+        with self.lock:
+            return dict(self._sources)
+
+    def series_count(self) -> int:
+        """Merged series (what a scrape shows, counting a histogram or moments once)."""
+        with self.lock:
+            return sum(len(f.series) for f in self._families.values())
+
+    def render(
+        self, *, openmetrics: bool = False, timestamps: bool = False, eof: bool = True
+    ) -> str:
+        """The merged page, 0.0.4 or OpenMetrics, with or without the readings' timestamps."""
+        with self.lock:
+            self._refresh()
+            return render_page(self._page(timestamps), openmetrics=openmetrics, eof=eof)
+
+    def _page(self, timestamps: bool) -> list[tuple[Family, list[tuple[Sample, int | None]]]]:
+        # A family name may hold several output families (moments become eight).
+        grouped: dict[str, tuple[Family, list[tuple[Sample, int | None]]]] = {}
+        helps = self._helps
+        for name in sorted(self._families):
+            family = self._families[name]
+            rendered_series = family.rendered
+            for labels in sorted(rendered_series):
+                for out_name, sample, ts in rendered_series[labels]:
+                    entry = grouped.get(out_name)
+                    if entry is None:
+                        kind = _out_kind(family.kind, out_name, name)
+                        entry = grouped[out_name] = (
+                            Family(out_name, kind, helps.get(out_name)),
+                            [],
+                        )
+                    entry[1].append((sample, ts if timestamps else None))
+        return list(grouped.values())
+
+    def _refresh(self) -> None:
+        for name, labels in self._dirty:
+            family = self._families[name]
+            family.rendered[labels] = _render_series(name, labels, family.series[labels])
+        self._dirty.clear()
+
+    # -- durable form ---------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything needed to rebuild the store, as JSON-ready data."""
+        with self.lock:
+            return {
+                "format": STATE_FORMAT,
+                "version": STATE_VERSION,
+                "sources": self._sources,
+                "tombstones": self._tombstones,
+                "helps": self._helps,
+                "families": {
+                    name: {
+                        "kind": f.kind,
+                        "mode": f.mode,
+                        "series": [[labels, s.to_json()] for labels, s in f.series.items()],
+                    }
+                    for name, f in self._families.items()
+                },
+            }
+
+    def load_json(self, data: dict[str, Any]) -> None:
+        """Replace the contents with what :meth:`to_json` gave (format checked by the caller)."""
+        with self.lock:
+            self._families.clear()
+            self._keys.clear()
+            self._dirty.clear()
+            self._sources = {str(k): int(v) for k, v in data["sources"].items()}
+            self._tombstones = {str(k): int(v) for k, v in data["tombstones"].items()}
+            self._helps = {str(k): str(v) for k, v in data["helps"].items()}
+            self.entries = 0
+            for name, f in data["families"].items():
+                family = self._families[name] = _Family(f["kind"], f["mode"])
+                for raw_labels, state in f["series"]:
+                    labels: LabelPairs = tuple((str(k), str(v)) for k, v in raw_labels)
+                    series = GaugeSeries(f["mode"]) if f["kind"] == "gauge" else _KINDS[f["kind"]]()
+                    series.load_json(state)
+                    family.series[labels] = series
+                    self._dirty.add((name, labels))
+                    for source in series.contrib:
+                        if source:
+                            self._keys.setdefault(source, set()).add((name, labels))
+                            self.entries += 1
+            self.version += 1
+
+
+def _out_kind(kind: str, out_name: str, name: str) -> str:
+    if kind != "moments":
+        return kind
+    return "counter" if out_name == name + "_count" else "gauge"
+
+
+def _render_series(name: str, labels: LabelPairs, series: Series) -> list[tuple[str, Sample, int]]:
+    ts = series.ts
+    if isinstance(series, CounterSeries):
+        return [(name, (name, render_labels(labels), format_count(series.total)), ts)]
+    if isinstance(series, GaugeSeries):
+        return [(name, (name, render_labels(labels), format_value(series.value)), ts)]
+    if isinstance(series, HistogramSeries):
+        samples: Sequence[Sample] = histogram_samples(
+            name, labels, series.cumulative(), series.count, series.sum
+        )
+        return [(name, sample, ts) for sample in samples]
+    assert isinstance(series, MomentsSeries)
+    text = render_labels(labels)
+    out = []
+    for suffix, kind, value in moments_values(series.value):
+        rendered = format_count(value) if kind == "counter" else format_value(value)
+        out.append((name + suffix, (name + suffix, text, rendered), ts))
+    return out
