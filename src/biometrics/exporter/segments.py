@@ -101,7 +101,8 @@ class _Grouper:
         for le in sorted(cumulative):
             n = cumulative[le]
             if n < previous:
-                self.problem(h["line"], f"bucket le={le!r} count {n} is below a lower bucket's")
+                line = h["lines"].get(le, h["line"])
+                self.problem(line, f"bucket le={le!r} count {n} is below a lower bucket's")
                 return None
             if n > previous:
                 buckets[le] = n - previous
@@ -172,9 +173,10 @@ def _add_histogram_line(grouper: _Grouper, base: str, sample: Sample) -> None:
             return
         le = float(dict(labels)["le"])
         labels = rest
-    h = grouper.histograms.setdefault((base, labels, ts), {"buckets": {}, "line": line})
+    h = grouper.histograms.setdefault((base, labels, ts), {"buckets": {}, "lines": {}, "line": line})
     if le is not None:
         h["buckets"][le] = value
+        h["lines"][le] = line
     elif name.endswith("_sum"):
         h["sum"] = value
     elif name.endswith("_count"):

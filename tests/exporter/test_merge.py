@@ -1,0 +1,142 @@
+"""Aggregation rules: sums, resets, idempotence, forgetting, exact moments."""
+
+import math
+import random
+
+import pytest
+
+from biometrics import MomentsReading
+from biometrics.exporter.merge import (
+    CounterSeries,
+    GaugeSeries,
+    HistogramSeries,
+    MomentsSeries,
+)
+
+
+def test_counters_sum_and_stay_monotonic_through_a_restart() -> None:
+    """A source whose counter drops restarted: its old total is kept, the sum never falls."""
+    s = CounterSeries()
+    assert s.update("a", 10.0, 1) and s.update("b", 5.0, 1)
+    assert s.total == 15.0
+    assert s.update("a", 12.0, 2)
+    assert s.total == 17.0
+    assert s.update("a", 3.0, 3)  # a restarted
+    assert s.total == 12.0 + 3.0 + 5.0
+    assert s.update("a", 4.0, 4)
+    assert s.total == 21.0
+
+
+def test_readings_not_newer_than_the_last_change_nothing() -> None:
+    """Re-ingesting the same or older readings is a no-op (idempotent by timestamp)."""
+    s = CounterSeries()
+    s.update("a", 10.0, 5)
+    assert not s.update("a", 10.0, 5)
+    assert not s.update("a", 2.0, 4)  # older, and lower: must not look like a reset
+    assert s.total == 10.0
+    g = GaugeSeries("latest")
+    g.update("a", 1.0, 5)
+    assert not g.update("a", 9.0, 5)
+    assert g.value == 1.0
+
+
+def test_forgetting_keeps_counters_while_others_live_and_drops_the_last() -> None:
+    """A forgotten source's count stays in the sum while the series has live sources."""
+    s = CounterSeries()
+    s.update("a", 10.0, 1)
+    s.update("b", 5.0, 1)
+    assert s.forget("a") is False
+    assert s.total == 15.0
+    s.update("b", 6.0, 2)
+    assert s.total == 16.0
+    assert s.forget("b") is True
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [("sum", 6.0), ("min", 1.0), ("max", 3.0), ("latest", 2.0)]
+)
+def test_gauge_modes(mode: str, expected: float) -> None:
+    """sum/min/max over sources; latest = newest timestamp."""
+    g = GaugeSeries(mode)
+    g.update("a", 1.0, 10)
+    g.update("b", 3.0, 11)
+    g.update("c", 2.0, 12)
+    assert g.value == expected
+
+
+def test_gauge_extremes_recomputed_when_the_holder_moves_or_is_forgotten() -> None:
+    """max falls back to the next source when the maximum's holder lowers or goes."""
+    g = GaugeSeries("max")
+    g.update("a", 5.0, 1)
+    g.update("b", 3.0, 1)
+    g.update("a", 1.0, 2)
+    assert g.value == 3.0
+    g.update("a", 4.0, 3)
+    assert g.forget("a") is False
+    assert g.value == 3.0
+    s = GaugeSeries("sum")
+    s.update("a", 5.0, 1)
+    s.update("b", 3.0, 1)
+    s.update("a", 1.0, 2)
+    assert s.value == 4.0
+    s.forget("b")
+    assert s.value == 1.0
+
+
+def hist(buckets: dict[float, float], total: float) -> tuple[dict[float, float], float, float]:
+    return buckets, total, sum(buckets.values())
+
+
+def test_histograms_union_buckets_and_fold_resets() -> None:
+    """Bucket-wise sums over differing bucket sets; a count drop is a restart."""
+    h = HistogramSeries()
+    h.update("a", hist({0.1: 2.0, 1.0: 1.0}, 1.2), 1)
+    h.update("b", hist({0.5: 4.0}, 2.0), 1)
+    assert h.cumulative() == [(0.1, 2.0), (0.5, 6.0), (1.0, 7.0)]
+    assert (h.sum, h.count) == (3.2, 7.0)
+    h.update("a", hist({0.1: 1.0}, 0.1), 2)  # a restarted
+    assert h.cumulative() == [(0.1, 3.0), (0.5, 7.0), (1.0, 8.0)]
+    assert h.count == 8.0
+    h.update("a", hist({0.1: 1.0, 2.0: 1.0}, 2.1), 3)
+    assert h.cumulative() == [(0.1, 3.0), (0.5, 7.0), (1.0, 8.0), (2.0, 9.0)]
+    assert h.forget("b") is False
+    assert h.count == 9.0 and math.isclose(h.sum, 1.2 + 2.0 + 2.1)
+
+
+def test_moments_merge_exactly_across_sources_and_restarts() -> None:
+    """The merged moments equal the moments of all the data, whichever source saw it."""
+    rng = random.Random(7)
+    data = {s: [rng.gauss(10, 3) for _ in range(200)] for s in "abc"}
+    m = MomentsSeries()
+    for step, cut in enumerate((50, 120, 200), start=1):
+        for source, values in data.items():
+            m.update(source, MomentsReading.of(values[:cut]), step)
+    extra = [rng.gauss(0, 1) for _ in range(30)]
+    m.update("a", MomentsReading.of(extra), 9)  # a restarted and saw 30 more
+    every = [x for values in data.values() for x in values] + extra
+    want = MomentsReading.of(every)
+    got = m.value
+    assert got.n == want.n
+    for a, b in ((got.m1, want.m1), (got.m2, want.m2), (got.m3, want.m3), (got.m4, want.m4)):
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [CounterSeries, GaugeSeries, HistogramSeries, MomentsSeries])
+def test_json_round_trip(cls: type) -> None:
+    """A series rebuilt from its JSON state continues exactly where it was."""
+    values = {
+        CounterSeries: (3.0, 1.0),
+        GaugeSeries: (3.0, 1.0),
+        HistogramSeries: (hist({0.1: 3.0}, 0.3), hist({0.2: 1.0}, 0.2)),
+        MomentsSeries: (MomentsReading.of([1.0, 2.0, 4.0]), MomentsReading.of([5.0])),
+    }[cls]
+    s = cls()
+    s.update("a", values[0], 1)
+    s.update("a", values[1], 2)
+    s.update("b", values[0], 1)
+    s.forget("b")
+    t = cls()
+    t.load_json(s.to_json())
+    assert t.to_json() == s.to_json()
+    assert t.ts == s.ts
+    assert not t.update("a", values[1], 2)

@@ -1,0 +1,100 @@
+"""The store: merging across sources, per-source mode, bounds, forgetting, and its JSON form."""
+
+import pytest
+
+from biometrics.exporter import MergeRules, Reading, Store
+
+
+def counter(name: str, value: float, ts: int, **labels: str) -> Reading:
+    return Reading("counter", name, tuple(sorted(labels.items())), float(value), ts)
+
+
+def gauge(name: str, value: float, ts: int, **labels: str) -> Reading:
+    return Reading("gauge", name, tuple(sorted(labels.items())), float(value), ts)
+
+
+def lines(store: Store, **kw: bool) -> list[str]:
+    return [line for line in store.render(**kw).splitlines() if not line.startswith("#")]
+
+
+def test_counters_from_many_sources_are_one_series() -> None:
+    """Two processes' ``requests_total{route}`` become one sum per route."""
+    store = Store()
+    store.ingest("web.a.1", [counter("requests_total", 3, 10, route="/"),
+                             counter("requests_total", 1, 10, route="/x")])  # fmt: skip
+    store.ingest("web.a.2", [counter("requests_total", 4, 11, route="/")])
+    store.set_help("requests_total", "Requests.")
+    assert lines(store) == ['requests_total{route="/"} 7', 'requests_total{route="/x"} 1']
+    assert "# HELP requests_total Requests.\n# TYPE requests_total counter" in store.render()
+    assert lines(store, timestamps=True)[0] == 'requests_total{route="/"} 7 11'
+    assert store.series_count() == 2 and store.entries == 3
+
+
+def test_per_source_mode_and_all_mode_label_each_source() -> None:
+    """--per-source labels everything; gauge mode ``all`` labels that gauge only."""
+    store = Store(MergeRules(per_source=True))
+    store.ingest("a", [counter("c_total", 1, 1, source="mine")])
+    assert lines(store) == ['c_total{exported_source="mine",source="a"} 1']
+    store = Store(MergeRules(gauge_mode="sum", gauges=(("temp_*", "all"),)))
+    store.ingest("a", [gauge("temp_c", 20, 1), gauge("load", 1, 1)])
+    store.ingest("b", [gauge("temp_c", 22, 1), gauge("load", 2, 1)])
+    assert lines(store) == ["load 3.0", 'temp_c{source="a"} 20.0', 'temp_c{source="b"} 22.0']
+
+
+def test_unknown_gauge_mode_is_refused() -> None:
+    """A typo in a mode is an error naming the choices."""
+    with pytest.raises(ValueError, match="use one of sum, min, max, latest, all"):
+        MergeRules(gauges=(("x", "avg"),))
+
+
+def test_max_series_drops_new_series_and_counts_them() -> None:
+    """Past the bound new series are dropped (counted); existing ones still update."""
+    store = Store(max_series=2)
+    store.ingest("a", [counter("x_total", 1, 1, k="1"), counter("x_total", 1, 1, k="2")])
+    store.ingest("b", [counter("x_total", 5, 1, k="1"), counter("x_total", 1, 1, k="3")])
+    store.ingest("a", [counter("x_total", 9, 2, k="1")])
+    assert store.dropped_series == 2
+    assert lines(store) == ['x_total{k="1"} 9', 'x_total{k="2"} 1']
+
+
+def test_type_conflicts_drop_the_later_kind() -> None:
+    """One name, two types: the first kind seen wins, the other's readings are counted."""
+    store = Store()
+    store.ingest("a", [counter("x", 1, 1)])
+    assert store.ingest("b", [gauge("x", 5, 1)]) == 0
+    assert store.conflicts == 1
+    assert lines(store) == ["x 1"]
+
+
+def test_forget_stale_sources() -> None:
+    """Gauges of a forgotten source vanish; counters keep its count while others live."""
+    store = Store(MergeRules(gauge_mode="sum"))
+    store.ingest("old", [counter("c_total", 5, 1_000), gauge("g", 1, 1_000)])
+    store.ingest("new", [counter("c_total", 2, 9_000), gauge("g", 2, 9_000)])
+    assert store.forget_stale(10_000, 5_000) == ["old"]
+    assert lines(store) == ["c_total 7", "g 2.0"]
+    assert store.entries == 2
+    assert store.ingest("old", [counter("c_total", 5, 1_000)]) == 0  # a late, old segment
+    assert lines(store) == ["c_total 7", "g 2.0"]
+    assert store.forget_stale(100_000, 5_000) == ["new"]
+    assert store.render() == ""
+
+
+def test_json_round_trip_renders_the_same() -> None:
+    """A store rebuilt from its JSON renders byte-for-byte the same page."""
+    store = Store()
+    store.ingest("a", [counter("c_total", 5, 1), gauge("g", 1.5, 1),
+                       Reading("histogram", "h", (), ({0.5: 2.0}, 0.7, 2.0), 1)])  # fmt: skip
+    store.set_help("g", "A gauge.")
+    again = Store()
+    again.load_json(store.to_json())
+    assert again.render(openmetrics=True) == store.render(openmetrics=True)
+    assert again.entries == store.entries
+    assert again.ingest("a", [counter("c_total", 5, 1)]) == 0
+
+
+def test_openmetrics_page_names_counter_samples_total_and_ends_in_eof() -> None:
+    """OpenMetrics: counter family without ``_total``, samples with it, ``# EOF`` last."""
+    store = Store()
+    store.ingest("a", [counter("c_total", 5, 1)])
+    assert store.render(openmetrics=True) == "# TYPE c counter\nc_total 5\n# EOF\n"
