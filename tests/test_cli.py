@@ -1,9 +1,14 @@
 import io
+import re
+import threading
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 from biometrics import __version__
-from biometrics.cli import main, run
+from biometrics.cli import duration_ms, main, run
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,18 +29,95 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: biometrics" in out.getvalue()
 
 
-def test_demo_prints_readings_of_every_sensor() -> None:
-    """The demo records a workload and emits every sensor kind at the given time."""
-    out = io.StringIO()
-    assert run(["demo", "--requests", "500"], out, now_ms=1234) == 0
-    lines = out.getvalue().splitlines()
-    assert "demo.requests 1234 500" in lines
-    assert any(line.startswith("demo.latency.seconds 1234 {le=") for line in lines)
-    assert any(line.startswith("demo.response.bytes 1234 500 ") for line in lines)
-    assert all(" 1234 " in line for line in lines)
+def run_in_thread(
+    argv: list[str],
+) -> tuple[threading.Thread, threading.Event, io.StringIO, list[int]]:
+    """Start a long-running command; returns once it printed the port it serves on."""
+    out, stop, codes = io.StringIO(), threading.Event(), []
+    thread = threading.Thread(target=lambda: codes.append(run(argv, out, stop=stop)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while "serving http://" not in out.getvalue():
+        assert thread.is_alive() and time.monotonic() < deadline, out.getvalue()
+        time.sleep(0.02)
+    return thread, stop, out, codes
 
 
-def test_demo_rejects_negative_requests(capsys: pytest.CaptureFixture[str]) -> None:
-    """Bad arguments exit 2 with a message."""
-    assert run(["demo", "--requests", "-1"], io.StringIO()) == 2
-    assert "--requests" in capsys.readouterr().err
+def port_of(out: io.StringIO) -> int:
+    match = re.search(r"serving http://127.0.0.1:(\d+)/metrics", out.getvalue())
+    assert match is not None
+    return int(match[1])
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return str(r.read().decode())
+
+
+def test_demo_serves_its_workers_metrics() -> None:
+    """The main job: workers emit, serve merges, /metrics shows their requests, Ctrl-C stops."""
+    thread, stop, out, codes = run_in_thread(["demo", "--workers", "2", "--listen", "127.0.0.1:0",
+                                              "--log-level", "warning"])  # fmt: skip
+    try:
+        port = port_of(out)
+        deadline = time.monotonic() + 60
+        while "http_requests_total{" not in (page := scrape(port)):
+            assert time.monotonic() < deadline, page
+            time.sleep(0.1)
+        assert "http_request_duration_seconds_bucket{" in page
+        assert "http_response_bytes_mean " in page
+    finally:
+        stop.set()
+        thread.join(30)
+    assert codes == [0]
+
+
+def test_serve_runs_until_stopped_and_writes_state(tmp_path: Path) -> None:
+    """serve binds, answers, and on stop leaves a state snapshot behind."""
+    state = tmp_path / "state.json"
+    thread, stop, out, codes = run_in_thread(
+        ["serve", str(tmp_path / "spool"), "--listen", "127.0.0.1:0", "--state", str(state),
+         "--log-level", "error"])  # fmt: skip
+    assert "biometrics_exporter_sources 0" in scrape(port_of(out))
+    stop.set()
+    thread.join(30)
+    assert codes == [0]
+    assert state.exists()
+
+
+def test_serve_refuses_a_state_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second serve on the same state exits 1 with a message saying what to do."""
+    state = tmp_path / "state.json"
+    argv = ["serve", str(tmp_path), "--listen", "127.0.0.1:0", "--state", str(state),
+            "--log-level", "error"]  # fmt: skip
+    thread, stop, _, _ = run_in_thread(argv)
+    try:
+        assert run(argv, io.StringIO()) == 1
+        assert "give this one its own --state" in capsys.readouterr().err
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "x", "--forget-after", "soon"], "is not a duration"),
+        (["serve", "x", "--listen", "nowhere"], "is not HOST:PORT"),
+        (["serve", "x", "--gauge", "temp=avg"], "is not PATTERN=MODE"),
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], message: str,
+                              capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Malformed options are usage errors that say what was wrong."""
+    with pytest.raises(SystemExit) as info:
+        run(argv, io.StringIO())
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_durations() -> None:
+    """Durations are summed unit terms."""
+    assert duration_ms("1h30m") == 5_400_000
+    assert duration_ms("250ms") == 250
+    assert duration_ms("1.5s") == 1500

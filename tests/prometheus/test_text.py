@@ -105,7 +105,7 @@ def test_histogram_lines_are_bounded_by_what_was_observed() -> None:
 
 
 def test_openmetrics_rendering() -> None:
-    """Counters as _total, timestamps in seconds, # EOF last."""
+    """``*_total`` counters as OM counters, others ``unknown`` (same series name); seconds; EOF."""
     page = SlashMetrics(timestamps=True)
     c = Counter("jobs.total", help='Jobs "done".')
     c.click()
@@ -115,8 +115,8 @@ def test_openmetrics_rendering() -> None:
         '# HELP jobs Jobs \\"done\\".\n'
         "# TYPE jobs counter\n"
         "jobs_total 1 1726547192.250\n"
-        "# TYPE other counter\n"
-        "other_total 0 5\n"
+        "# TYPE other unknown\n"
+        "other 0 5\n"
         "# EOF\n"
     )
     assert page.render().splitlines()[2] == "jobs_total 1 1726547192250"

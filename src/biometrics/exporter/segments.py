@@ -173,7 +173,9 @@ def _add_histogram_line(grouper: _Grouper, base: str, sample: Sample) -> None:
             return
         le = float(dict(labels)["le"])
         labels = rest
-    h = grouper.histograms.setdefault((base, labels, ts), {"buckets": {}, "lines": {}, "line": line})
+    h = grouper.histograms.setdefault(
+        (base, labels, ts), {"buckets": {}, "lines": {}, "line": line}
+    )
     if le is not None:
         h["buckets"][le] = value
         h["lines"][le] = line

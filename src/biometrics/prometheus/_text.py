@@ -209,12 +209,13 @@ def render_page(
 def metadata_lines(family: Family, *, openmetrics: bool = False) -> str:
     """``# HELP`` (when there is help) and ``# TYPE`` for a family."""
     name = openmetrics_family_name(family) if openmetrics else family.name
+    kind = openmetrics_type(family) if openmetrics else family.type
     head = (
         f"# HELP {name} {escape_help(family.help, openmetrics=openmetrics)}\n"
         if family.help
         else ""
     )
-    return f"{head}# TYPE {name} {family.type}\n"
+    return f"{head}# TYPE {name} {kind}\n"
 
 
 def openmetrics_family_name(family: Family) -> str:
@@ -224,6 +225,18 @@ def openmetrics_family_name(family: Family) -> str:
     return family.name
 
 
+def openmetrics_type(family: Family) -> str:
+    """The family's type, except a counter not named ``*_total`` is ``unknown``.
+
+    An OpenMetrics counter's sample must be called ``<family>_total``, so Prometheus would store
+    ``x_count`` as ``x_count_total`` when scraping OpenMetrics but ``x_count`` over 0.0.4.
+    Declaring it ``unknown`` keeps one series name whichever format is negotiated.
+    """
+    if family.type == "counter" and not family.name.endswith("_total"):
+        return "unknown"
+    return family.type
+
+
 def sample_line(sample: Sample, timestamp: str = "") -> str:
     r"""``name{labels} value[ timestamp]\\n``."""
     name, labels, value = sample
@@ -231,11 +244,8 @@ def sample_line(sample: Sample, timestamp: str = "") -> str:
 
 
 def openmetrics_sample_line(family: Family, sample: Sample, timestamp: str = "") -> str:
-    """As :func:`sample_line`, with counter samples renamed ``<family>_total``."""
-    name, labels, value = sample
-    if family.type == "counter":
-        name = openmetrics_family_name(family) + "_total"
-    return sample_line((name, labels, value), timestamp)
+    """As :func:`sample_line`; counter samples are already named ``<family>_total``."""
+    return sample_line(sample, timestamp)
 
 
 def openmetrics_timestamp(now_ms: int) -> str:
