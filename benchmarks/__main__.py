@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from benchmarks import segments, sensors
+from benchmarks import exporter, segments, sensors
 
 
 def main() -> int:
@@ -21,6 +21,7 @@ def main() -> int:
     print(f"machine: {cpu}, {os.cpu_count()} cpus, Python {sys.version.split()[0]}")
     sensors.run(quick=args.quick)
     segments.run(quick=args.quick)
+    exporter.run(quick=args.quick)
     return 0
 
 
