@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from ..errors import ParseError, SegmentError, StateError
 from ..histogram import Histogram
@@ -115,7 +114,7 @@ class _SelfMetrics:
             self.conflicts.count(store.conflicts - self.conflicts.read())
             self.series.set(store.series_count())
             self.entries.set(store.entries)
-            self.sources.set(len(store.sources))
+            self.sources.set(store.source_count())
 
 
 def _chunks(items: Iterable[Reading | Metadata], store: Store) -> Iterator[list[Reading]]:
@@ -145,7 +144,8 @@ class Exporter:
         self.ready = threading.Event()
         self._last_checkpoint = time.monotonic()
         self._skipped: dict[str, tuple[int, int]] = {}
-        self._page_cache: dict[tuple[int, bool], str] = {}
+        self._page_cache: dict[bool, str] = {}
+        self._page_version = -1
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class Exporter:
             self.durable.close()
             raise
         log(logging.INFO, "state loaded", snapshot=loaded, journal_segments=replayed,
-            series=self.store.series_count(), **self.durable.describe())  # fmt: skip
+            series=self.store.series_count(), state=self.durable.path)  # fmt: skip
         self.ready.set()
 
     def close(self) -> None:
@@ -261,13 +261,13 @@ class Exporter:
             return "file name has no <epoch_ms> before .prom; cannot tell its time", [], 0
         size = os.fstat(reader.fileno()).st_size
         self.durable.append(name, reader, size)
-        parsed = Parse(_limited(reader, size), path=reader.path)
+        parsed = Parse(reader, path=reader.path)  # claimed: its writer is done, it cannot grow
         self._fold(parsed_name[0], parsed_name[1], parsed)
         self.metrics.segments.click()
         self.metrics.bytes.count(size)
         problems = parsed.problems
         self.metrics.parse_errors.count(len(problems))
-        serious = [p for p in problems if not (parsed.truncated and p is problems[-1])]
+        serious = problems[:-1] if parsed.truncated else problems
         if parsed.truncated:
             log(logging.INFO, "segment ends mid-line (writer killed?); last line dropped",
                 path=reader.path)  # fmt: skip
@@ -337,28 +337,19 @@ class Exporter:
         started = time.perf_counter()
         store = self.store
         with store.lock:
-            key = (store.version, openmetrics)
-            body = self._page_cache.get(key)
+            if self._page_version != store.version:
+                self._page_cache.clear()
+                self._page_version = store.version
+            body = self._page_cache.get(openmetrics)
             if body is None:
                 stamps = self.options.honor_timestamps
                 body = store.render(openmetrics=openmetrics, timestamps=stamps, eof=False)
-                self._page_cache = {key: body, **{k: v for k, v in self._page_cache.items()
-                                                  if k[0] == store.version}}  # fmt: skip
+                self._page_cache[openmetrics] = body
         slash = SlashMetrics()
         self.metrics.emit(slash, _now_ms())
         tail = slash.render_openmetrics() if openmetrics else slash.render()
         self.metrics.scrape.observe(time.perf_counter() - started)
         return body + tail
-
-
-def _limited(reader: BinaryIO, size: int) -> Iterator[bytes]:
-    remaining = size
-    while remaining > 0:
-        block = reader.read(min(remaining, 1 << 18))
-        if not block:
-            return
-        remaining -= len(block)
-        yield block
 
 
 def _move(path: str, directory: str) -> str:

@@ -17,7 +17,7 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from ..errors import StateError
 from .store import STATE_FORMAT, STATE_VERSION, Store
@@ -187,7 +187,3 @@ class DurableState:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def describe(self) -> dict[str, Any]:
-        """Paths, for logs."""
-        return {"state": self.path, "journal": self.journal_path}

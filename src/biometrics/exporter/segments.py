@@ -75,7 +75,6 @@ class _Grouper:
         self.problem = problem
         self.histograms: dict[tuple[str, LabelPairs, int], dict[str, Any]] = {}
         self.moments: dict[tuple[str, LabelPairs, int], dict[str, float]] = {}
-        self.moment_lines: dict[tuple[str, LabelPairs, int], int] = {}
 
     def flush(self) -> Iterator[Reading]:
         for (family, labels, ts), h in self.histograms.items():
@@ -91,7 +90,6 @@ class _Grouper:
                 yield Reading(kind, base + suffix, labels, value, ts)
         self.histograms.clear()
         self.moments.clear()
-        self.moment_lines.clear()
 
     def _histogram(self, h: dict[str, Any]) -> HistogramValue | None:
         cumulative: dict[float, float] = h["buckets"]
@@ -101,8 +99,9 @@ class _Grouper:
         for le in sorted(cumulative):
             n = cumulative[le]
             if n < previous:
-                line = h["lines"].get(le, h["line"])
-                self.problem(line, f"bucket le={le!r} count {n} is below a lower bucket's")
+                self.problem(
+                    h["lines"][le], f"bucket le={le!r} count {n} is below a lower bucket's"
+                )
                 return None
             if n > previous:
                 buckets[le] = n - previous
@@ -173,9 +172,7 @@ def _add_histogram_line(grouper: _Grouper, base: str, sample: Sample) -> None:
             return
         le = float(dict(labels)["le"])
         labels = rest
-    h = grouper.histograms.setdefault(
-        (base, labels, ts), {"buckets": {}, "lines": {}, "line": line}
-    )
+    h = grouper.histograms.setdefault((base, labels, ts), {"buckets": {}, "lines": {}})
     if le is not None:
         h["buckets"][le] = value
         h["lines"][le] = line

@@ -89,6 +89,10 @@ class _Family:
         self.rendered: dict[LabelPairs, list[tuple[str, Sample, int]]] = {}
 
 
+def _new_series(kind: str, mode: str) -> Series:
+    return GaugeSeries(mode) if kind == "gauge" else _KINDS[kind]()
+
+
 def _with_source(labels: LabelPairs, source: str) -> LabelPairs:
     pairs = [("exported_source", v) if k == SOURCE_LABEL else (k, v) for k, v in labels]
     pairs.append((SOURCE_LABEL, source))
@@ -166,9 +170,7 @@ class Store:
                 self.dropped_series += 1
                 return False
             if series is None:
-                series = family.series[labels] = (
-                    GaugeSeries(family.mode) if kind == "gauge" else _KINDS[kind]()
-                )
+                series = family.series[labels] = _new_series(kind, family.mode)
             keys.add(key)
             self.entries += 1
         assert series is not None
@@ -206,11 +208,9 @@ class Store:
 
     # -- reading --------------------------------------------------------------------------
 
-    @property
-    def sources(self) -> dict[str, int]:
-        """Each live source and the time (ms) of its newest reading."""
-        with self.lock:
-            return dict(self._sources)
+    def source_count(self) -> int:
+        """Live sources (forgotten ones are not counted)."""
+        return len(self._sources)
 
     def series_count(self) -> int:
         """Merged series (what a scrape shows, counting a histogram or moments once)."""
@@ -285,7 +285,7 @@ class Store:
                 family = self._families[name] = _Family(f["kind"], f["mode"])
                 for raw_labels, state in f["series"]:
                     labels: LabelPairs = tuple((str(k), str(v)) for k, v in raw_labels)
-                    series = GaugeSeries(f["mode"]) if f["kind"] == "gauge" else _KINDS[f["kind"]]()
+                    series = _new_series(f["kind"], f["mode"])
                     series.load_json(state)
                     family.series[labels] = series
                     self._dirty.add((name, labels))

@@ -168,13 +168,14 @@ def histogram_samples(
 ) -> list[Sample]:
     """Cumulative ``_bucket`` lines, the ``+Inf`` bucket (= count), ``_sum`` and ``_count``."""
     bucket = base + "_bucket"
+    count_text = str if isinstance(count, int) else format_count  # sensors' counts are ints
     samples: list[Sample] = [
-        (bucket, _bucket_labels(pairs, le), format_count(n)) for le, n in cumulative
+        (bucket, _bucket_labels(pairs, le), count_text(n)) for le, n in cumulative
     ]
     labels = render_labels(pairs)
-    samples.append((bucket, render_labels(pairs, 'le="+Inf"'), format_count(count)))
+    samples.append((bucket, render_labels(pairs, 'le="+Inf"'), count_text(count)))
     samples.append((base + "_sum", labels, format_value(total)))
-    samples.append((base + "_count", labels, format_count(count)))
+    samples.append((base + "_count", labels, count_text(count)))
     return samples
 
 
@@ -191,16 +192,11 @@ def render_page(
     """
     out: list[str] = []
     append = out.append
+    stamp = openmetrics_timestamp if openmetrics else str
     for family, samples in families:
         append(metadata_lines(family, openmetrics=openmetrics))
-        if openmetrics:
-            for sample, ts in samples:
-                stamp = "" if ts is None else openmetrics_timestamp(ts)
-                append(openmetrics_sample_line(family, sample, stamp))
-        else:
-            for (name, labels, value), ts in samples:
-                append(f"{name}{labels} {value}\n" if ts is None else
-                       f"{name}{labels} {value} {ts}\n")  # fmt: skip
+        for sample, ts in samples:
+            append(sample_line(sample, "" if ts is None else stamp(ts)))
     if openmetrics and eof:
         append("# EOF\n")
     return "".join(out)
@@ -241,11 +237,6 @@ def sample_line(sample: Sample, timestamp: str = "") -> str:
     r"""``name{labels} value[ timestamp]\\n``."""
     name, labels, value = sample
     return f"{name}{labels} {value} {timestamp}\n" if timestamp else f"{name}{labels} {value}\n"
-
-
-def openmetrics_sample_line(family: Family, sample: Sample, timestamp: str = "") -> str:
-    """As :func:`sample_line`; counter samples are already named ``<family>_total``."""
-    return sample_line(sample, timestamp)
 
 
 def openmetrics_timestamp(now_ms: int) -> str:
