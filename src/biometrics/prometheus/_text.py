@@ -195,8 +195,9 @@ def render_page(
     stamp = openmetrics_timestamp if openmetrics else str
     for family, samples in families:
         append(metadata_lines(family, openmetrics=openmetrics))
-        for sample, ts in samples:
-            append(sample_line(sample, "" if ts is None else stamp(ts)))
+        for (name, labels, value), ts in samples:  # sample_line, inlined: the scrape's loop
+            append(f"{name}{labels} {value}\n" if ts is None else
+                   f"{name}{labels} {value} {stamp(ts)}\n")  # fmt: skip
     if openmetrics and eof:
         append("# EOF\n")
     return "".join(out)
