@@ -150,7 +150,7 @@ def test_one_daemon_per_state(options: ExporterOptions) -> None:
     """A second daemon on the same state is refused with a clear error."""
     first = Exporter(options)
     first.open()
-    with pytest.raises(StateError, match="in use by another biometrics serve"):
+    with pytest.raises(StateError, match="in use by another biometrics process"):
         Exporter(options).open()
     first.close()
 

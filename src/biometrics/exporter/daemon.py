@@ -9,20 +9,18 @@ the batch's files.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import ParseError, SegmentError, StateError
-from ..histogram import Histogram
 from ..prometheus import Metadata, Parse, Reader, SlashMetrics, Watcher
-from ..sensors import Counter, Gauge
 from ._logging import log
+from ._selfmetrics import SensorSet
+from ._spool import SkipList, move, quarantine
 from .durable import DurableState
 from .segments import Reading, readings, source_of
 from .store import MergeRules, Store
@@ -30,7 +28,6 @@ from .store import MergeRules, Store
 __all__ = ["Exporter", "ExporterOptions"]
 
 _CHUNK = 8192
-_MAX_PROBLEMS = 100
 
 
 def _now_ms() -> int:
@@ -46,6 +43,8 @@ class ExporterOptions:
     """Snapshot path; default ``<spool>/.biometrics/state.json`` (journal and lock beside it)."""
     archive: str | None = None
     """Move consumed segments here instead of deleting them."""
+    outbox: str | None = None
+    """Move every consumed segment here (for the shipper), malformed ones included."""
     quarantine: str | None = None
     """Where unparseable segments go, with a ``.error`` sidecar; default ``<spool>/quarantine``."""
     rules: MergeRules = field(default_factory=MergeRules)
@@ -69,21 +68,12 @@ class ExporterOptions:
         return self.quarantine or os.path.join(self.spool, "quarantine")
 
 
-class _SelfMetrics:
+class _SelfMetrics(SensorSet):
     """``biometrics_exporter_*``: the daemon's own health, rendered after the merged series."""
 
     def __init__(self) -> None:
-        self.counters: list[Counter] = []
-        self.gauges: list[Gauge] = []
-
-        def counter(name: str, text: str) -> Counter:
-            self.counters.append(Counter(f"biometrics.exporter.{name}_total", help=text))
-            return self.counters[-1]
-
-        def gauge(name: str, text: str) -> Gauge:
-            self.gauges.append(Gauge(f"biometrics.exporter.{name}", help=text))
-            return self.gauges[-1]
-
+        super().__init__("biometrics.exporter")
+        counter, gauge = self.counter, self.gauge
         self.segments = counter("segments_consumed", "Segments consumed from the spool.")
         self.bytes = counter("ingested_bytes", "Bytes of segments ingested.")
         self.samples = counter("ingested_samples", "Sample lines ingested.")
@@ -97,16 +87,7 @@ class _SelfMetrics:
         self.series = gauge("series", "Merged series in the store.")
         self.entries = gauge("source_series", "Per-source series held (see --max-series).")
         self.sources = gauge("sources", "Sources in the store.")
-        self.scrape = Histogram("biometrics.exporter.scrape_duration_seconds",
-                                help="Time to render a page.")  # fmt: skip
-
-    def emit(self, emitter: SlashMetrics, now_ms: int) -> None:
-        """Hand every self-metric to ``emitter`` (no Collector: its self-counters are noise)."""
-        for counter in self.counters:
-            emitter.emit_counter(counter, now_ms)
-        for gauge in self.gauges:
-            emitter.emit_gauge(gauge, now_ms)
-        emitter.emit_histogram(self.scrape, now_ms)
+        self.scrape = self.histogram("scrape_duration_seconds", "Time to render a page.")
 
     def sync_store(self, store: Store) -> None:
         with store.lock:
@@ -143,7 +124,7 @@ class Exporter:
         self.durable = DurableState(options.state_path)
         self.ready = threading.Event()
         self._last_checkpoint = time.monotonic()
-        self._skipped: dict[str, tuple[int, int]] = {}
+        self._skipped = SkipList()
         self._page_cache: dict[bool, str] = {}
         self._page_version = -1
 
@@ -238,7 +219,7 @@ class Exporter:
         return waiting_since is not None
 
     def _take(self, path: str) -> tuple[Reader, str | None, list[ParseError], int] | None:
-        if path in self._skipped and self._unchanged(path):
+        if self._skipped.skipped(path):
             return None
         try:
             reader = self.watcher.claim(path)
@@ -287,12 +268,17 @@ class Exporter:
     def _finish(self, reader: Reader, reason: str | None, problems: list[ParseError]) -> None:
         path = reader.path
         try:
-            if reason is not None:
+            if self.options.outbox is not None and source_of(os.path.basename(path)):
+                move(path, self.options.outbox, rename_on_clash=False)
+            elif reason is not None:
                 self._quarantine(path, reason, problems)
             elif self.options.archive is not None:
-                _move(path, self.options.archive)
+                move(path, self.options.archive)
             else:
                 reader.unlink()
+        except FileExistsError:
+            log(logging.WARNING, "outbox has a segment of this name; moving it later", path=path)
+            return
         except OSError as e:
             self._skip(
                 path, "cannot remove consumed segment (it is journaled; will not re-read)", e
@@ -301,34 +287,15 @@ class Exporter:
         log(logging.DEBUG, "segment consumed", path=path)
 
     def _quarantine(self, path: str, reason: str, problems: list[ParseError]) -> None:
-        target = _move(path, self.options.quarantine_path)
-        lines = [f"{path}: quarantined: {reason}"]
-        lines += [str(p) for p in problems[:_MAX_PROBLEMS]]
-        if len(problems) > _MAX_PROBLEMS:
-            lines.append(f"... and {len(problems) - _MAX_PROBLEMS} more")
-        with open(target + ".error", "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
+        target = quarantine(path, self.options.quarantine_path, reason, problems)
         self.metrics.quarantined.click()
         log(logging.WARNING, "segment quarantined", path=path, moved_to=target, reason=reason,
             first_problem=str(problems[0]) if problems else "")  # fmt: skip
 
     def _skip(self, path: str, what: str, error: OSError) -> None:
         self.metrics.failures.click()
-        with contextlib.suppress(OSError):
-            st = os.stat(path)
-            self._skipped[path] = (st.st_mtime_ns, st.st_size)
+        self._skipped.add(path)
         log(logging.ERROR, what, path=path, error=str(error))
-
-    def _unchanged(self, path: str) -> bool:
-        try:
-            st = os.stat(path)
-        except OSError:
-            self._skipped.pop(path, None)
-            return True
-        if self._skipped[path] == (st.st_mtime_ns, st.st_size):
-            return True
-        del self._skipped[path]
-        return False
 
     # -- pages ----------------------------------------------------------------------------
 
@@ -351,14 +318,3 @@ class Exporter:
         self.metrics.scrape.observe(time.perf_counter() - started)
         return body + tail
 
-
-def _move(path: str, directory: str) -> str:
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.basename(path)
-    target = os.path.join(directory, base)
-    for n in itertools.count(1):
-        if not os.path.lexists(target):
-            break
-        target = os.path.join(directory, f"{base}.{n}")
-    shutil.move(path, target)
-    return target

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import StateError
+from ._spool import lock_state
 from .store import STATE_FORMAT, STATE_VERSION, Store
 
 __all__ = ["DurableState"]
@@ -52,21 +52,7 @@ class DurableState:
 
     def open(self) -> None:
         """Take the lock (only one daemon per state) and open the journal for appending."""
-        directory = os.path.dirname(self.path)
-        try:
-            if directory:
-                os.makedirs(directory, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise StateError(e.errno, f"cannot create state lock {self.lock_path}: "
-                             f"{e.strerror}; check --state", self.lock_path) from e  # fmt: skip
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            raise StateError(errno.EBUSY, f"state {self.path} is in use by another biometrics "
-                             "serve; stop it or give this one its own --state",
-                             self.lock_path) from e  # fmt: skip
+        fd = lock_state(self.lock_path, f"state {self.path}", "give this one its own --state")
         self._lock_fd = fd
         # Not O_APPEND: sendfile() refuses to write to append-mode files.
         journal_fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
