@@ -1,0 +1,521 @@
+"""The shipper: every timestamped sample of a spool's segments, to a remote-write receiver.
+
+Segments are claimed oldest first and streamed line by line into requests of at most
+``max_samples_per_request`` samples; one request is in flight at a time, so each series' samples
+arrive in time order.  A segment leaves the spool only when every request that carried its
+samples was acknowledged with a 2xx (at-least-once).  The lines acknowledged so far are recorded
+in a small progress file after every acknowledgement, so a shipper killed half-way through a
+large segment resumes after its last acknowledged line instead of sending it all again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .._labels import LabelPairs, check_label_name
+from ..errors import InvalidValueError, SegmentError
+from ..prometheus import Parse, Reader, Sample, Watcher
+from ._logging import log
+from ._selfmetrics import SensorSet
+from ._spool import SkipList, lock_state, move, quarantine
+from .remote_write import Answer, Encoder, RemoteWriteClient, RemoteWriteOptions
+from .segments import source_of
+
+__all__ = ["ShipMetrics", "ShipOptions", "Shipper"]
+
+_UNAVAILABLE = frozenset({502, 503, 504})
+# About the URL or the credentials, not the data: quarantining would empty the spool.
+_ENDPOINT = frozenset({401, 403, 404, 405, 407})
+_LABEL_CACHE = 100_000
+_LOG_EVERY = 10
+
+Part = list[tuple[LabelPairs, int, float]]
+
+
+@dataclass(frozen=True)
+class ShipOptions:
+    """Everything ``biometrics ship`` can be told; the defaults are the documented ones."""
+
+    spool: str
+    remote: RemoteWriteOptions
+    state: str | None = None
+    """Progress file; default ``<spool>/.biometrics/ship.json`` (and ``ship.json.lock``)."""
+    archive: str | None = None
+    """Move shipped segments here instead of deleting them."""
+    quarantine: str | None = None
+    """For rejected or malformed segments, with ``.error`` sidecars; default SPOOL/quarantine."""
+    source_label: str | None = None
+    """Add the segment's source (its file-name prefix) as this label."""
+    external_labels: Mapping[str, str] = field(default_factory=dict)
+    """Added to every series that has no label of that name."""
+    max_samples_per_request: int = 2000
+    max_retries: int = 10
+    """Re-sends of one request answered 500 (or another 5xx but 502/503/504) before giving up."""
+    min_backoff: float = 0.1
+    max_backoff: float = 10.0
+    max_retry_after: float = 300.0
+    """Longest ``Retry-After`` honoured; a longer one is cut to this."""
+    poll_interval: float = 0.1
+    max_open_segments: int = 256
+
+    def __post_init__(self) -> None:
+        if self.source_label is not None:
+            check_label_name(self.source_label)
+        for name, value in self.external_labels.items():
+            check_label_name(name)
+            if not value:
+                raise InvalidValueError(f"external label {name!r} has an empty value")
+        for name in ("max_samples_per_request", "max_open_segments"):
+            if getattr(self, name) < 1:
+                raise InvalidValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_retries < 0 or not 0 < self.min_backoff <= self.max_backoff:
+            raise InvalidValueError(
+                "max_retries must be >= 0 and 0 < min_backoff <= max_backoff, got "
+                f"{self.max_retries}, {self.min_backoff}, {self.max_backoff}"
+            )
+
+    @property
+    def state_path(self) -> str:
+        """The progress file, defaulted."""
+        return self.state or os.path.join(self.spool, ".biometrics", "ship.json")
+
+    @property
+    def quarantine_path(self) -> str:
+        """The quarantine directory, defaulted."""
+        return self.quarantine or os.path.join(self.spool, "quarantine")
+
+
+class ShipMetrics(SensorSet):
+    """``biometrics_ship_*``: what the shipper did, for ``serve`` pages and segment files."""
+
+    def __init__(self) -> None:
+        super().__init__("biometrics.ship")
+        counter, gauge = self.counter, self.gauge
+        self.sent = counter("samples_sent", "Samples acknowledged by the remote.")
+        self.failed = counter("samples_failed", "Samples rejected for good (quarantined).")
+        self.retried = counter("samples_retried", "Samples in requests sent again.")
+        self.invalid = counter("samples_invalid", "Sample lines refused before sending.")
+        self.duplicates = counter("samples_duplicate", "Samples dropped: same series and ms.")
+        self.requests = counter("requests", "Requests sent, retries included.")
+        self.retries = counter("retries", "Requests sent again after a failure.")
+        self.bytes = counter("sent_bytes", "Compressed bytes of acknowledged requests.")
+        self.segments = counter("segments_shipped", "Segments fully acknowledged.")
+        self.quarantined = counter("segments_quarantined", "Segments moved to quarantine.")
+        self.failures = counter("segment_failures", "Segments that could not be read or moved.")
+        self.last_success = gauge("last_success_timestamp_seconds", "Last acknowledgement.")
+        self.backlog = gauge("backlog_segments", "Segments waiting in the spool.")
+        self.backlog_bytes = gauge("backlog_bytes", "Bytes of segments waiting in the spool.")
+        self.request_seconds = self.histogram("request_duration_seconds", "Time per request.")
+
+
+class _StoppedError(Exception):
+    pass
+
+
+class _Segment:
+    """A claimed segment and how far its samples got."""
+
+    def __init__(self, reader: Reader, path: str, source: str, default_ts: int) -> None:
+        self.reader = reader
+        self.path = path
+        self.name = os.path.basename(path)
+        self.source = source
+        self.default_ts = default_ts
+        st = os.fstat(reader.fileno())
+        self.key = [st.st_dev, st.st_ino]
+        self.acked = 0
+        """Every sample on a line up to this one was acknowledged."""
+        self.last = 0
+        """Line of the newest sample in the request being built."""
+        self.complete = False
+        self.parse: Parse | None = None
+        self.rejected: str | None = None
+
+
+class _Progress:
+    """``{segment name: [dev, ino, acknowledged line]}``, rewritten by rename after each ack.
+
+    Not fsynced: it only saves re-sending after a crash of this process; after a power loss the
+    worst case is sending acknowledged samples again (at-least-once, as documented).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.entries: dict[str, list[int]] = {}
+        self.dirty = False
+
+    def load(self, spool: str) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                loaded = json.load(f)
+            entries = loaded["segments"]
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log(logging.WARNING, "ship progress unreadable; segments are sent from the start",
+                path=self.path, error=str(e))  # fmt: skip
+            return
+        self.entries = {
+            name: entry
+            for name, entry in entries.items()
+            if os.path.lexists(os.path.join(spool, name))
+        }
+
+    def acked(self, segment: _Segment) -> int:
+        entry = self.entries.get(segment.name)
+        return entry[2] if entry is not None and entry[:2] == segment.key else 0
+
+    def save(self) -> None:
+        temp = f"{self.path}.tmp"
+        with open(temp, "w", encoding="utf-8") as f:
+            json.dump({"version": 1, "segments": self.entries}, f)
+        os.replace(temp, self.path)
+        self.dirty = False
+
+
+def _verdict(answer: Answer, counted: int, max_retries: int) -> str:
+    """``ok``, ``reject`` (for good), ``count`` (retry, counted) or ``wait`` (retry, uncounted)."""
+    status = answer.status
+    if status is None or status in _UNAVAILABLE or status in _ENDPOINT or status == 429:
+        return "wait"
+    if 200 <= status < 300:
+        return "ok"
+    if 300 <= status < 400:  # a misconfigured URL: nothing wrong with the data
+        return "wait"
+    if status >= 500:
+        return "count" if counted < max_retries else "reject"
+    return "reject"
+
+
+def _series(
+    parts: Mapping[_Segment, Part], dropped: list[int]
+) -> Iterator[tuple[LabelPairs, list[tuple[int, float]]]]:
+    series: dict[LabelPairs, list[tuple[int, float]]] = {}
+    for part in parts.values():
+        for labels, ts, value in part:
+            samples = series.get(labels)
+            if samples is None:
+                series[labels] = [(ts, value)]
+            else:
+                samples.append((ts, value))
+    for labels, samples in series.items():
+        if len(samples) == 1:
+            yield labels, samples
+            continue
+        samples.sort(key=lambda s: s[0])  # stable: of two at one ms, the later line wins
+        kept = [a for a, b in itertools.pairwise(samples) if a[0] != b[0]]
+        kept.append(samples[-1])
+        dropped[0] += len(samples) - len(kept)
+        yield labels, kept
+
+
+class Shipper:
+    """Ships one spool.  ``open``, then ``run`` (or ``ship_pass`` at your own pace), ``close``."""
+
+    def __init__(self, options: ShipOptions, metrics: ShipMetrics | None = None) -> None:
+        self.options = options
+        self.metrics = metrics or ShipMetrics()
+        self.watcher = Watcher(options.spool)
+        self._client = RemoteWriteClient(options.remote)
+        self._encoder = Encoder()
+        self._progress = _Progress(options.state_path)
+        self._skipped = SkipList()
+        self._labels: dict[tuple[str, LabelPairs, str], LabelPairs | str] = {}
+        self._open: list[_Segment] = []
+        self._parts: dict[_Segment, Part] = {}
+        self._count = 0
+        self._lock_fd: int | None = None
+
+    def open(self) -> None:
+        """Lock the progress file (one shipper per spool) and load it."""
+        os.makedirs(self.options.spool, exist_ok=True)
+        self._lock_fd = lock_state(self.options.state_path + ".lock",
+                                   f"spool {self.options.spool} (shipping)",
+                                   "give this one its own --state")  # fmt: skip
+        self._progress.load(self.options.spool)
+
+    def close(self) -> None:
+        """Release the lock and the connections."""
+        self._client.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Shipper:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, stop: threading.Event) -> None:
+        """Ship until ``stop`` is set; a request being retried is abandoned (and kept)."""
+        while not stop.is_set():
+            self.ship_pass(stop)
+            stop.wait(self.options.poll_interval)
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def ship_pass(self, stop: threading.Event | None = None) -> bool:
+        """Ship every finished segment there now; False if ``stop`` cut the pass short."""
+        stop = stop or threading.Event()
+        try:
+            for path in self.watcher.candidates():
+                if stop.is_set():
+                    return False
+                if self._skipped.skipped(path):
+                    continue
+                segment = self._claim(path)
+                if segment is None:
+                    continue
+                self._open.append(segment)
+                self._read(segment, stop)
+                segment.complete = True
+                if len(self._open) >= self.options.max_open_segments:
+                    self._flush(stop)
+                else:
+                    self._settle()
+            self._flush(stop)
+            if self._progress.dirty:
+                self._save_progress()
+            return True
+        except _StoppedError:
+            return False
+        finally:
+            for segment in self._open:
+                segment.reader.close()
+            self._open.clear()
+            self._parts.clear()
+            self._count = 0
+            self._measure_backlog()
+
+    def _claim(self, path: str) -> _Segment | None:
+        named = source_of(os.path.basename(path))
+        try:
+            reader = self.watcher.claim(path)
+        except SegmentError as e:
+            self._skip(path, "cannot open segment", e)
+            return None
+        if reader is None:
+            return None
+        if named is None:
+            reader.close()
+            self._quarantine_path(path, "file name has no <epoch_ms> before .prom; cannot "
+                                  "tell its samples' time", [])  # fmt: skip
+            return None
+        segment = _Segment(reader, path, named[0], named[1])
+        segment.acked = self._progress.acked(segment)
+        return segment
+
+    def _read(self, segment: _Segment, stop: threading.Event) -> None:
+        parsed = segment.parse = Parse(segment.reader, path=segment.path)
+        acked, default_ts, source = segment.acked, segment.default_ts, segment.source
+        limit = self.options.max_samples_per_request
+        labels_of, cache = self._series_labels, self._labels
+        part: Part | None = None
+        for item in parsed:
+            if type(item) is not Sample or item.line <= acked:
+                continue
+            labels = cache.get((item.name, item.labels, source))
+            if labels is None:
+                labels = labels_of(item.name, item.labels, source)
+            if type(labels) is str:
+                parsed.report(item.line, labels)
+                self.metrics.invalid.click()
+                continue
+            if part is None:
+                part = self._parts.setdefault(segment, [])
+            ts = item.timestamp_ms
+            part.append((labels, default_ts if ts is None else ts, item.value))  # type: ignore[arg-type]
+            segment.last = item.line
+            self._count += 1
+            if self._count >= limit:
+                self._flush(stop)
+                part = None
+                if segment.rejected is not None:
+                    return
+
+    def _series_labels(self, name: str, labels: LabelPairs, source: str) -> LabelPairs | str:
+        """The label set sent for a sample, or why it cannot be sent.
+
+        Checked here so an invalid or duplicate label never reaches a server, which may answer
+        500 and be retried in vain.
+        """
+        opts = self.options
+        pairs = dict(labels)
+        for key in pairs:
+            if key.startswith("__"):
+                return f"label {key!r}: names starting with '__' are reserved"
+        label = opts.source_label
+        if label is not None:
+            if label in pairs:
+                exported = f"exported_{label}"
+                if exported in pairs:
+                    return f"labels {label!r} and {exported!r} both set; no room for the source"
+                pairs[exported] = pairs[label]
+            pairs[label] = source
+        for key, value in opts.external_labels.items():
+            pairs.setdefault(key, value)
+        pairs["__name__"] = name
+        # str order is code-point order, which is UTF-8 byte order: the spec's bytewise sort.
+        result = tuple(sorted(p for p in pairs.items() if p[1]))
+        if len(self._labels) >= _LABEL_CACHE:
+            self._labels.clear()
+        self._labels[(name, labels, source)] = result
+        return result
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def _flush(self, stop: threading.Event) -> None:
+        parts, self._parts, self._count = self._parts, {}, 0
+        if parts:
+            answer = self._deliver(parts, stop)
+            if answer is not None and len(parts) > 1:
+                # A request is one transaction: find which segments the answer is about.
+                for segment, part in parts.items():
+                    alone = self._deliver({segment: part}, stop)
+                    if alone is not None:
+                        self._reject(segment, part, alone)
+            elif answer is not None:
+                for segment, part in parts.items():
+                    self._reject(segment, part, answer)
+        self._settle()
+
+    def _deliver(self, parts: dict[_Segment, Part], stop: threading.Event) -> Answer | None:
+        """Send until acknowledged (None) or rejected for good (the answer)."""
+        opts, metrics = self.options, self.metrics
+        samples = sum(len(part) for part in parts.values())
+        dropped = [0]
+        body = self._encoder.encode(_series(parts, dropped))
+        metrics.duplicates.count(dropped[0])
+        attempt = counted = 0
+        while True:
+            started = time.perf_counter()
+            answer = self._client.send(body)
+            metrics.requests.click()
+            metrics.request_seconds.observe(time.perf_counter() - started)
+            verdict = _verdict(answer, counted, opts.max_retries)
+            if verdict == "ok":
+                self._acknowledged(parts, samples, len(body), attempt)
+                return None
+            if verdict == "reject":
+                return answer
+            counted += verdict == "count"
+            delay = min(opts.max_backoff, opts.min_backoff * 2 ** min(attempt, 30))
+            delay = random.uniform(delay / 2, delay)
+            if answer.status == 429 and answer.retry_after is not None:
+                delay = min(answer.retry_after, opts.max_retry_after)
+            level = logging.WARNING if attempt % _LOG_EVERY == 0 else logging.DEBUG
+            log(level, "remote write failed; retrying", url=opts.remote.url,
+                status=answer.status or "-", answer=answer.message[:200], attempt=attempt + 1,
+                retry_in=f"{delay:.2f}s", samples=samples)  # fmt: skip
+            attempt += 1
+            metrics.retries.click()
+            metrics.retried.count(samples)
+            if stop.wait(delay):
+                raise _StoppedError
+
+    def _acknowledged(
+        self, parts: dict[_Segment, Part], samples: int, size: int, attempt: int
+    ) -> None:
+        metrics = self.metrics
+        metrics.sent.count(samples)
+        metrics.bytes.count(size)
+        metrics.last_success.set(time.time())
+        if attempt:
+            log(logging.INFO, "remote write recovered", attempts=attempt + 1)
+        for segment in parts:
+            segment.acked = segment.last
+            self._progress.entries[segment.name] = [*segment.key, segment.last]
+        self._save_progress()
+
+    def _save_progress(self) -> None:
+        try:
+            self._progress.save()
+        except OSError as e:
+            log(logging.WARNING, "cannot record ship progress; a restart may re-send samples",
+                path=self._progress.path, error=str(e))  # fmt: skip
+
+    def _reject(self, segment: _Segment, part: Part, answer: Answer) -> None:
+        self.metrics.failed.count(len(part))
+        status = "no answer" if answer.status is None else f"HTTP {answer.status}"
+        segment.rejected = (
+            f"{status}: {answer.message or '(no message)'} (its request held "
+            f"{len(part)} samples from lines {segment.acked + 1}..{segment.last}; lines up to "
+            f"{segment.acked} were delivered before, later lines were not sent)"
+        )
+
+    # -- finishing segments -----------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Finish every complete segment that has nothing waiting in the request being built."""
+        keep = []
+        for segment in self._open:
+            if segment.complete and segment not in self._parts:
+                try:
+                    self._finish(segment)
+                finally:
+                    segment.reader.close()
+            else:
+                keep.append(segment)
+        self._open = keep
+
+    def _finish(self, segment: _Segment) -> None:
+        problems = segment.parse.problems if segment.parse is not None else []
+        truncated = segment.parse is not None and segment.parse.truncated
+        serious = problems[:-1] if truncated else problems
+        if self._progress.entries.pop(segment.name, None) is not None:
+            self._progress.dirty = True
+        if segment.rejected is not None:
+            reason = f"the remote rejected its samples: {segment.rejected}"
+            self._quarantine_path(segment.path, reason, problems)
+            return
+        if serious:
+            reason = f"{len(serious)} malformed line(s); the other lines were delivered"
+            self._quarantine_path(segment.path, reason, problems)
+            return
+        try:
+            if self.options.archive is not None:
+                move(segment.path, self.options.archive)
+            else:
+                os.unlink(segment.path)
+        except OSError as e:
+            self._skip(segment.path, "cannot remove shipped segment (it will be sent again)", e)
+            return
+        self.metrics.segments.click()
+        log(logging.DEBUG, "segment shipped", path=segment.path)
+
+    def _quarantine_path(self, path: str, reason: str, problems: Sequence[object]) -> None:
+        try:
+            target = quarantine(path, self.options.quarantine_path, reason, problems)
+        except OSError as e:
+            self._skip(path, "cannot quarantine segment", e)
+            return
+        self.metrics.quarantined.click()
+        log(logging.WARNING, "segment quarantined", path=path, moved_to=target, reason=reason)
+
+    def _skip(self, path: str, what: str, error: OSError) -> None:
+        self.metrics.failures.click()
+        self._skipped.add(path)
+        log(logging.ERROR, what, path=path, error=str(error))
+
+    def _measure_backlog(self) -> None:
+        count = size = 0
+        with contextlib.suppress(OSError), os.scandir(self.options.spool) as entries:
+            for entry in entries:
+                if entry.name.endswith(".prom") and not entry.name.startswith("."):
+                    with contextlib.suppress(OSError):
+                        if entry.is_file(follow_symlinks=False):
+                            count += 1
+                            size += entry.stat(follow_symlinks=False).st_size
+        self.metrics.backlog.set(count)
+        self.metrics.backlog_bytes.set(size)

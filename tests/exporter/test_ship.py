@@ -1,0 +1,337 @@
+"""The shipper against a local receiver: delivery, ordering, retries, quarantine, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from biometrics import Collector, Counter, Gauge, Histogram
+from biometrics.errors import InvalidLabelError, InvalidValueError
+from biometrics.exporter import RemoteWriteOptions, ShipOptions, Shipper
+from biometrics.prometheus import Emitter, Options, Sample, parse
+
+from ._receiver import Decoded, Receiver, Reply
+
+Series = dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def emit_history(spool: Path, source: str, start_ms: int, emits: int) -> list[str]:
+    """A process's segments: ``emits`` emits, 1 s apart, of a counter, a gauge and a histogram."""
+    c = Collector()
+    requests = c.register(Counter("http.requests", labels={"route": "/a"}, help="Requests."))
+    busy = c.register(Gauge("http.in_flight"))
+    latency = c.register(Histogram("http.latency_seconds"))
+    paths = []
+    with Emitter(Options(prefix=str(spool / f"{source}."), flush_interval=2)) as e:
+        for i in range(emits):
+            requests.count(i + 1)
+            busy.set(i)
+            latency.observe(0.001 * (i + 1))
+            c.emit(e, start_ms + 1000 * i)
+            if e.path is not None and e.path not in paths:
+                paths.append(e.path)
+    return paths
+
+
+def expected(paths: list[str], source_label: str | None = "source") -> Series:
+    """What should arrive, computed by parsing the files before they are shipped."""
+    out: Series = {}
+    for path in paths:
+        source = Path(path).name.rsplit(".", 2)[0].rstrip("._-")
+        default_ts = int(Path(path).name.rsplit(".", 2)[1])
+        with open(path, "rb") as f:
+            for item in parse(f):
+                if isinstance(item, Sample):
+                    labels = dict(item.labels)
+                    if source_label:
+                        labels[source_label] = source
+                    labels["__name__"] = item.name
+                    key = tuple(sorted(labels.items()))
+                    ts = default_ts if item.timestamp_ms is None else item.timestamp_ms
+                    out.setdefault(key, []).append((ts, item.value))
+    return out
+
+
+def shipper(spool: Path, url: str, **options: object) -> Shipper:
+    remote = options.pop("remote", None) or RemoteWriteOptions(url, timeout=5)
+    ship_options = ShipOptions(str(spool), remote, source_label="source", min_backoff=0.01,
+                               max_backoff=0.05, **options)  # type: ignore[arg-type]  # fmt: skip
+    s = Shipper(ship_options)
+    s.open()
+    return s
+
+
+def prom_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.prom"))
+
+
+def test_every_sample_arrives_once_in_order_with_the_protocol_headers(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Several processes' segments: every sample at its own ms, series sorted, files removed."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    paths = emit_history(spool, "web-1", 1_700_000_000_000, 5)
+    paths += emit_history(spool, "web-2", 1_700_000_000_500, 5)
+    want = expected(paths)
+    s = shipper(spool, receiver.url, max_samples_per_request=7)
+    assert s.ship_pass()
+    s.close()
+    got = receiver.accepted()
+    assert got == want
+    assert sum(len(v) for v in got.values()) == sum(len(v) for v in want.values()) > 50
+    for request in receiver.requests:
+        assert sum(len(samples) for _, samples in request.series) <= 7
+        assert request.headers["Content-Encoding"] == "snappy"
+        assert request.headers["Content-Type"] == "application/x-protobuf"
+        assert request.headers["X-Prometheus-Remote-Write-Version"] == "0.1.0"
+        assert request.headers["User-Agent"].startswith("biometrics/")
+        assert not request.body.startswith(b"\xff\x06\x00\x00sNaPpY")  # block, not framed
+        for labels, samples in request.series:
+            assert [n for n, _ in labels] == sorted(n for n, _ in labels)
+            assert all(v for _, v in labels)
+            assert [t for t, _ in samples] == sorted(t for t, _ in samples)
+    assert prom_files(spool) == []
+    assert json.loads((spool / ".biometrics" / "ship.json").read_text())["segments"] == {}
+    assert s.metrics.sent.read() == sum(len(v) for v in want.values())
+    assert s.metrics.segments.read() == len(paths)
+
+
+def test_a_rejected_segment_is_quarantined_and_the_others_delivered(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """400 about one source's samples: that segment alone goes to quarantine with the answer."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    good = expected(emit_history(spool, "good", 1_700_000_000_000, 2))
+    bad = emit_history(spool, "bad", 1_700_000_001_000, 2)
+    bad_samples = sum(len(v) for v in expected(bad).values())
+
+    def answer(_n: int, series: Decoded) -> Reply:
+        if any(("source", "bad") in labels for labels, _ in series):
+            return (400, {}, "out of order sample")
+        return 204
+
+    receiver.answer = answer
+    s = shipper(spool, receiver.url)
+    s.ship_pass()
+    s.close()
+    assert receiver.accepted() == good
+    assert prom_files(spool) == []
+    quarantined = spool / "quarantine" / Path(bad[0]).name
+    assert quarantined.exists()
+    sidecar = Path(str(quarantined) + ".error").read_text()
+    assert "HTTP 400: out of order sample" in sidecar and bad[0] in sidecar
+    assert s.metrics.quarantined.read() == 1
+    assert s.metrics.failed.read() == bad_samples
+
+
+def test_429_waits_for_retry_after_and_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    want = expected(emit_history(spool, "web", 1_700_000_000_000, 2))
+    receiver.answer = lambda n, _s: (429, {"Retry-After": "1"}, "slow down") if n == 0 else 204
+    s = shipper(spool, receiver.url)
+    s.ship_pass()
+    s.close()
+    assert receiver.accepted() == want
+    first, second = receiver.requests[0], receiver.requests[1]
+    assert second.arrived - first.arrived >= 0.95
+    assert s.metrics.retries.read() == 1
+
+
+def test_500_is_retried_max_retries_times_then_quarantined(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Prometheus 2.42 answers 'too old sample' with 500: retrying forever would wedge the spool."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    old = emit_history(spool, "old", 1_600_000_000_000, 1)
+    receiver.answer = lambda _n, _s: (500, {}, "too old sample")
+    s = shipper(spool, receiver.url, max_retries=2)
+    s.ship_pass()
+    s.close()
+    assert len(receiver.requests) == 3
+    sidecar = (spool / "quarantine" / (Path(old[0]).name + ".error")).read_text()
+    assert "HTTP 500: too old sample" in sidecar
+
+
+@pytest.mark.parametrize("failure", ["reset", "slow", 503, 404, 401, 302])
+def test_transient_and_endpoint_failures_keep_the_segment_until_acknowledged(
+    tmp_path: Path, receiver: Receiver, failure: Reply
+) -> None:
+    """Connection resets, timeouts, 503 and endpoint errors are retried, never quarantined."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    want = expected(emit_history(spool, "web", 1_700_000_000_000, 2))
+    reply: Reply = ("slow", 1.0, 204) if failure == "slow" else failure
+    receiver.answer = lambda n, _s: reply if n < 2 else 204
+    remote = RemoteWriteOptions(receiver.url, timeout=0.3)
+    s = shipper(spool, receiver.url, remote=remote, max_retries=0)
+    s.ship_pass()
+    s.close()
+    assert len(receiver.requests) == 3
+    assert receiver.requests[2].status == 204
+    assert receiver.requests[2].series == receiver.requests[0].series
+    assert prom_files(spool) == [] and not (spool / "quarantine").exists()
+    assert receiver.accepted() == want
+    assert sum(len(v) for v in want.values()) == s.metrics.sent.read()
+
+
+def test_a_stopped_shipper_keeps_unacknowledged_segments_and_resumes_without_resending(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Acknowledged lines are recorded; a restart sends only the rest, each sample once."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    paths = emit_history(spool, "web", 1_700_000_000_000, 20)
+    want = expected(paths)
+    stop = threading.Event()
+
+    def answer(n: int, _s: Decoded) -> Reply:
+        if n >= 2:
+            stop.set()
+            return 503
+        return 204
+
+    receiver.answer = answer
+    s = shipper(spool, receiver.url, max_samples_per_request=10)
+    assert not s.ship_pass(stop)
+    s.close()
+    assert prom_files(spool) == sorted(Path(p).name for p in paths)
+    progress = json.loads((spool / ".biometrics" / "ship.json").read_text())["segments"]
+    assert list(progress.values())[0][2] > 0
+
+    receiver.answer = lambda _n, _s: 204
+    s = shipper(spool, receiver.url, max_samples_per_request=10)
+    assert s.ship_pass()
+    s.close()
+    got = receiver.accepted()
+    assert got == want  # equality of lists: no sample twice
+    assert prom_files(spool) == []
+
+
+def test_labels_are_checked_before_sending(tmp_path: Path, receiver: Receiver) -> None:
+    """A reserved label name is refused with file:line; a clashing source label is kept."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    segment = spool / "job.1700000000000.prom"
+    segment.write_text(
+        'ok_total{source="mine"} 1 1700000000000\n'
+        'bad_total{__meta="x"} 2 1700000000000\n'
+        'empty_total{zone=""} 3 1700000000000\n'
+    )
+    s = shipper(spool, receiver.url, external_labels={"cluster": "eu", "source": "ignored"})
+    s.ship_pass()
+    s.close()
+    got = receiver.accepted()
+    assert got == {
+        (("__name__", "ok_total"), ("cluster", "eu"), ("exported_source", "mine"),
+         ("source", "job")): [(1_700_000_000_000, 1.0)],
+        (("__name__", "empty_total"), ("cluster", "eu"), ("source", "job")):
+            [(1_700_000_000_000, 3.0)],
+    }  # fmt: skip
+    sidecar = (spool / "quarantine" / "job.1700000000000.prom.error").read_text()
+    assert f"{segment}:2: label '__meta'" in sidecar
+
+
+def test_malformed_lines_are_reported_and_the_rest_delivered(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Rust-style lines without timestamps take the file's time; a torn last line is dropped."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "rust.1700000000000.prom").write_text("a_total 1\n{oops} 1\nb 2.5\n")
+    (spool / "torn.1700000000001.prom").write_text("c_total 4 1700000000001\nc_tot")
+    s = shipper(spool, receiver.url)
+    s.ship_pass()
+    s.close()
+    got = receiver.accepted()
+    assert got[(("__name__", "a_total"), ("source", "rust"))] == [(1_700_000_000_000, 1.0)]
+    assert got[(("__name__", "b"), ("source", "rust"))] == [(1_700_000_000_000, 2.5)]
+    assert got[(("__name__", "c_total"), ("source", "torn"))] == [(1_700_000_000_001, 4.0)]
+    assert prom_files(spool / "quarantine") == ["rust.1700000000000.prom"]
+    sidecar = (spool / "quarantine" / "rust.1700000000000.prom.error").read_text()
+    assert "rust.1700000000000.prom:2: not a sample line" in sidecar
+    assert prom_files(spool) == []
+
+
+def test_same_series_and_millisecond_keeps_the_later_line(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "w.1700000000000.prom").write_text("a_total 1 5\na_total 2 5\na_total 3 4\n")
+    s = shipper(spool, receiver.url)
+    s.ship_pass()
+    s.close()
+    assert receiver.accepted() == {(("__name__", "a_total"), ("source", "w")): [(4, 3.0), (5, 2.0)]}
+    assert s.metrics.duplicates.read() == 1
+
+
+def test_credentials_come_from_files(tmp_path: Path, receiver: Receiver) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    (spool / "w.1700000000000.prom").write_text("a_total 1\n")
+    remote = RemoteWriteOptions(receiver.url, bearer_token_file=str(token),
+                                headers={"X-Scope-OrgID": "team-a"})  # fmt: skip
+    s = shipper(spool, receiver.url, remote=remote)
+    s.ship_pass()
+    token.write_text("rotated")
+    (spool / "w.1700000000001.prom").write_text("a_total 2\n")
+    s.ship_pass()
+    s.close()
+    assert receiver.requests[0].headers["Authorization"] == "Bearer s3cret"
+    assert receiver.requests[1].headers["Authorization"] == "Bearer rotated"
+    assert receiver.requests[0].headers["X-Scope-OrgID"] == "team-a"
+
+    password = tmp_path / "password"
+    password.write_text("pw")
+    remote = RemoteWriteOptions(receiver.url, basic_auth_user="u",
+                                basic_auth_password_file=str(password))  # fmt: skip
+    (spool / "w.1700000000002.prom").write_text("a_total 3\n")
+    s = shipper(spool, receiver.url, remote=remote)
+    s.ship_pass()
+    s.close()
+    assert receiver.requests[2].headers["Authorization"] == "Basic dTpwdw=="
+
+
+def test_options_are_validated() -> None:
+    remote = RemoteWriteOptions("http://127.0.0.1:1/api/v1/write")
+    with pytest.raises(InvalidLabelError, match="'bad-name'"):
+        ShipOptions("spool", remote, source_label="bad-name")
+    with pytest.raises(InvalidLabelError, match="reserved"):
+        ShipOptions("spool", remote, external_labels={"__x": "1"})
+    with pytest.raises(InvalidValueError, match="max_samples_per_request"):
+        ShipOptions("spool", remote, max_samples_per_request=0)
+
+
+def test_backlog_is_measured(tmp_path: Path, receiver: Receiver) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    emit_history(spool, "web", 1_700_000_000_000, 1)
+    receiver.answer = lambda _n, _s: 503
+    stop = threading.Event()
+    s = shipper(spool, receiver.url)
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    s.ship_pass(stop)
+    timer.join()
+    s.close()
+    assert s.metrics.backlog.read() == 1
+    assert s.metrics.backlog_bytes.read() == sum(p.stat().st_size for p in spool.glob("*.prom"))
+    assert os.listdir(spool / ".biometrics")
