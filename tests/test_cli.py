@@ -105,6 +105,8 @@ def test_serve_refuses_a_state_in_use(tmp_path: Path, capsys: pytest.CaptureFixt
         (["serve", "x", "--forget-after", "soon"], "is not a duration"),
         (["serve", "x", "--listen", "nowhere"], "is not HOST:PORT"),
         (["serve", "x", "--gauge", "temp=avg"], "is not PATTERN=MODE"),
+        (["ship", "x", "--url", "http://h/", "--label", "novalue"], "is not NAME=VALUE"),
+        (["ship", "x"], "the following arguments are required: --url"),
     ],
 )
 def test_bad_arguments_exit_2(argv: list[str], message: str,
@@ -121,3 +123,80 @@ def test_durations() -> None:
     assert duration_ms("1h30m") == 5_400_000
     assert duration_ms("250ms") == 250
     assert duration_ms("1.5s") == 1500
+
+
+def test_ship_once_delivers_and_exits_0(tmp_path: Path) -> None:
+    """ship --once: every sample to the receiver, spool emptied, own metrics written."""
+    from .exporter._receiver import Receiver  # noqa: PLC0415
+
+    spool, own = tmp_path / "spool", tmp_path / "own"
+    spool.mkdir()
+    (spool / "web.1700000000000.prom").write_text('a_total{route="/"} 3 1700000000000\n')
+    receiver = Receiver()
+    try:
+        code = run(["ship", str(spool), "--url", receiver.url, "--once", "--source-label", "src",
+                    "--label", "dc=eu", "--self-metrics-dir", str(own), "--log-level", "error"],
+                   io.StringIO())  # fmt: skip
+    finally:
+        receiver.close()
+    assert code == 0
+    assert receiver.accepted() == {
+        (("__name__", "a_total"), ("dc", "eu"), ("route", "/"), ("src", "web")):
+            [(1_700_000_000_000, 3.0)]
+    }  # fmt: skip
+    assert list(spool.glob("*.prom")) == []
+    own_text = "".join(p.read_text() for p in own.glob("*.prom"))
+    assert "biometrics_ship_samples_sent_total 1 " in own_text
+
+
+def test_ship_once_exits_1_when_something_was_quarantined(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from .exporter._receiver import Receiver  # noqa: PLC0415
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "web.1700000000000.prom").write_text("a_total 3\n")
+    receiver = Receiver(answer=lambda _n, _s: (400, {}, "out of bounds"))
+    try:
+        code = run(["ship", str(spool), "--url", receiver.url, "--once", "--log-level", "error"],
+                   io.StringIO())  # fmt: skip
+    finally:
+        receiver.close()
+    assert code == 1
+    assert (spool / "quarantine" / "web.1700000000000.prom.error").exists()
+    assert run(["ship", str(spool), "--url", "http://x/", "--source-label", "a-b"],
+               io.StringIO()) == 2  # fmt: skip
+    assert "label name 'a-b' is invalid" in capsys.readouterr().err
+
+
+def test_serve_with_ship_url_serves_and_ships_the_same_segments(tmp_path: Path) -> None:
+    """One daemon: the page shows the merged counter and the remote gets every sample."""
+    from .exporter._receiver import Receiver  # noqa: PLC0415
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    for i, name in enumerate(["a.1700000000000.prom", "b.1700000000001.prom"]):
+        (spool / name).write_text(f"# TYPE jobs_total counter\njobs_total {i + 2} {1700000000000 + i}\n")
+    receiver = Receiver()
+    thread, stop, out, codes = run_in_thread(
+        ["serve", str(spool), "--listen", "127.0.0.1:0", "--ship-url", receiver.url,
+         "--source-label", "source", "--log-level", "error"])  # fmt: skip
+    try:
+        port = port_of(out)
+        deadline = time.monotonic() + 30
+        while len(receiver.accepted()) < 2 or "jobs_total 5" not in (page := scrape(port)):
+            assert time.monotonic() < deadline, receiver.accepted()
+            time.sleep(0.05)
+        assert "biometrics_ship_samples_sent_total 2" in page
+    finally:
+        stop.set()
+        thread.join(30)
+        receiver.close()
+    assert codes == [0]
+    assert receiver.accepted() == {
+        (("__name__", "jobs_total"), ("source", "a")): [(1_700_000_000_000, 2.0)],
+        (("__name__", "jobs_total"), ("source", "b")): [(1_700_000_000_001, 3.0)],
+    }
+    assert list(spool.glob("*.prom")) == []
+    assert list((spool / ".biometrics" / "outbox").glob("*.prom")) == []

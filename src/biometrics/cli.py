@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import re
 import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ._version import __version__
-from .errors import StateError
+from .errors import BiometricsError, StateError
 from .exporter import GAUGE_MODES, ExporterOptions, MergeRules
 from .exporter._logging import LEVELS, configure
 from .exporter.demo import start_workers, stop_workers
+
+if TYPE_CHECKING:
+    from .exporter.ship import ShipOptions
 
 __all__ = ["main", "run"]
 
@@ -52,6 +56,13 @@ def _gauge_rule(text: str) -> tuple[str, str]:
     return pattern, mode
 
 
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biometrics",
@@ -63,6 +74,26 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="merge a spool's segments and serve /metrics")
     serve.add_argument("spool", metavar="SPOOL_DIR", help="directory the emitters write into")
     _serve_arguments(serve, listen="127.0.0.1:9464")
+    serve.add_argument("--ship-url", metavar="URL",
+                       help="also ship every sample to this remote-write URL")  # fmt: skip
+    _ship_arguments(serve)
+
+    ship = commands.add_parser("ship", help="send a spool's samples by Prometheus remote write")
+    ship.add_argument("spool", metavar="SPOOL_DIR", help="directory the emitters write into")
+    ship.add_argument("--url", required=True, help="remote-write URL, e.g. "
+                      "http://127.0.0.1:9090/api/v1/write")  # fmt: skip
+    ship.add_argument("--state", help="progress file (default SPOOL/.biometrics/ship.json)")
+    ship.add_argument("--archive", metavar="DIR", help="move shipped segments here, not delete")
+    ship.add_argument("--quarantine", metavar="DIR",
+                      help="where rejected segments go (default SPOOL/quarantine)")  # fmt: skip
+    ship.add_argument("--poll-interval", type=duration_ms, default=100, metavar="DURATION",
+                      help="how often to look for finished segments (default 100ms)")  # fmt: skip
+    ship.add_argument("--once", action="store_true",
+                      help="ship what is there, then exit (1 if any was quarantined)")  # fmt: skip
+    ship.add_argument("--self-metrics-dir", metavar="DIR",
+                      help="write the shipper's own metrics there as segments")  # fmt: skip
+    ship.add_argument("--log-level", default="info", choices=LEVELS)
+    _ship_arguments(ship)
 
     demo = commands.add_parser("demo", help="worker processes + serve, on a temporary spool")
     demo.add_argument("--workers", type=int, default=4, help="emitting processes (default 4)")
@@ -137,6 +168,76 @@ def _serve_arguments(p: argparse.ArgumentParser, *, listen: str) -> None:
     p.add_argument("--log-level", default="info", choices=LEVELS)  # fmt: skip
 
 
+def _ship_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("remote write")
+    g.add_argument("--source-label", metavar="NAME",
+                   help="add each segment's source (file-name prefix) as this label")  # fmt: skip
+    g.add_argument("--label", type=_pair, action="append", default=[], metavar="NAME=VALUE",
+                   help="external label for every series; repeatable")  # fmt: skip
+    g.add_argument("--header", type=_pair, action="append", default=[], metavar="NAME=VALUE",
+                   help="extra HTTP header (e.g. X-Scope-OrgID=team); repeatable")  # fmt: skip
+    g.add_argument("--bearer-token-file", metavar="FILE", help="send this file's token")
+    g.add_argument("--basic-auth-user", metavar="USER", help="basic-auth user name")
+    g.add_argument("--basic-auth-password-file", metavar="FILE", help="basic-auth password")
+    g.add_argument("--ca-file", metavar="FILE", help="trust this CA bundle (TLS is verified)")
+    g.add_argument("--timeout", type=duration_ms, default=30_000, metavar="DURATION",
+                   help="per request (default 30s)")  # fmt: skip
+    g.add_argument("--max-samples-per-request", type=int, default=2000, metavar="N",
+                   help="samples per request at most (default 2000)")  # fmt: skip
+    g.add_argument("--max-retries", type=int, default=10, metavar="N",
+                   help="re-sends of a 500 answer before quarantine (default 10)")  # fmt: skip
+
+
+class _Exit(Exception):  # noqa: N818 - not an error: an exit with a message
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _ship_options(args: argparse.Namespace, spool: str, url: str, **more: str) -> ShipOptions:
+    try:
+        from .exporter.remote_write import RemoteWriteOptions  # noqa: PLC0415 - ship extra
+        from .exporter.ship import ShipOptions  # noqa: PLC0415
+    except ImportError as e:
+        raise _Exit(1, f"{e}; install it with pip install 'biometrics[ship]'") from e
+    remote = RemoteWriteOptions(
+        url,
+        timeout=args.timeout / 1000,
+        bearer_token_file=args.bearer_token_file,
+        basic_auth_user=args.basic_auth_user,
+        basic_auth_password_file=args.basic_auth_password_file,
+        ca_file=args.ca_file,
+        headers=dict(args.header),
+    )
+    try:
+        return ShipOptions(
+            spool=spool,
+            remote=remote,
+            archive=args.archive,
+            source_label=args.source_label,
+            external_labels=dict(args.label),
+            max_samples_per_request=args.max_samples_per_request,
+            max_retries=args.max_retries,
+            poll_interval=args.poll_interval / 1000,
+            **more,  # type: ignore[arg-type]
+        )
+    except BiometricsError as e:
+        raise _Exit(2, str(e)) from e
+
+
+def _ship(args: argparse.Namespace, stop: threading.Event) -> int:
+    options = _ship_options(args, args.spool, args.url, state=args.state,
+                            quarantine=args.quarantine)  # fmt: skip
+    from .exporter.serve import ship  # noqa: PLC0415 - needs the exporter extra
+
+    configure(args.log_level)
+    try:
+        return ship(options, stop=stop, once=args.once, metrics_dir=args.self_metrics_dir)
+    except StateError as e:
+        print(f"biometrics ship: {e.strerror}", file=sys.stderr)
+        return 1
+
+
 def _serve(args: argparse.Namespace, spool: str, out: TextIO, stop: threading.Event) -> int:
     try:
         from .exporter.serve import serve  # noqa: PLC0415 - needs the exporter extra
@@ -158,12 +259,18 @@ def _serve(args: argparse.Namespace, spool: str, out: TextIO, stop: threading.Ev
         checkpoint_interval=args.checkpoint_interval / 1000,
     )
     host, port = args.listen
+    ship = None
+    if getattr(args, "ship_url", None):
+        state = os.path.dirname(options.state_path)
+        ship = _ship_options(args, os.path.join(state, "outbox"), args.ship_url,
+                             quarantine=options.quarantine_path,
+                             state=os.path.join(state, "ship.json"))  # fmt: skip
 
     def listening(bound: int) -> None:
         print(f"serving http://{host}:{bound}/metrics from {spool}", file=out, flush=True)
 
     try:
-        return serve(options, host, port, stop=stop, on_listening=listening)
+        return serve(options, host, port, stop=stop, on_listening=listening, ship=ship)
     except StateError as e:
         print(f"biometrics {args.command}: {e.strerror}", file=sys.stderr)
         return 1
@@ -203,10 +310,16 @@ def run(argv: Sequence[str], out: TextIO, *, stop: threading.Event | None = None
     """
     args = _parser().parse_args(list(argv))
     stop = stop or threading.Event()
-    if args.command == "serve":
-        return _serve(args, args.spool, out, stop)
-    if args.command == "demo":
-        return _demo(args, out, stop)
+    try:
+        if args.command == "serve":
+            return _serve(args, args.spool, out, stop)
+        if args.command == "demo":
+            return _demo(args, out, stop)
+        if args.command == "ship":
+            return _ship(args, stop)
+    except _Exit as e:
+        print(f"biometrics {args.command}: {e}", file=sys.stderr)
+        return e.code
     _parser().print_help(out)
     return 0
 

@@ -212,7 +212,7 @@ def test_a_stopped_shipper_keeps_unacknowledged_segments_and_resumes_without_res
     s.close()
     assert prom_files(spool) == sorted(Path(p).name for p in paths)
     progress = json.loads((spool / ".biometrics" / "ship.json").read_text())["segments"]
-    assert list(progress.values())[0][2] > 0
+    assert next(iter(progress.values()))[2] > 0
 
     receiver.answer = lambda _n, _s: 204
     s = shipper(spool, receiver.url, max_samples_per_request=10)

@@ -120,6 +120,8 @@ class Exporter:
         self.options = options
         self.store = Store(options.rules, max_series=options.max_series)
         self.metrics = _SelfMetrics()
+        self.also_shown: list[SensorSet] = []
+        """More self-metrics for the page, e.g. the shipper's when ``serve`` also ships."""
         self.watcher = Watcher(options.spool)
         self.durable = DurableState(options.state_path)
         self.ready = threading.Event()
@@ -313,8 +315,9 @@ class Exporter:
                 body = store.render(openmetrics=openmetrics, timestamps=stamps, eof=False)
                 self._page_cache[openmetrics] = body
         slash = SlashMetrics()
-        self.metrics.emit(slash, _now_ms())
+        now = _now_ms()
+        for sensors in (self.metrics, *self.also_shown):
+            sensors.emit(slash, now)
         tail = slash.render_openmetrics() if openmetrics else slash.render()
         self.metrics.scrape.observe(time.perf_counter() - started)
         return body + tail
-
