@@ -177,7 +177,9 @@ def test_serve_with_ship_url_serves_and_ships_the_same_segments(tmp_path: Path) 
     spool = tmp_path / "spool"
     spool.mkdir()
     for i, name in enumerate(["a.1700000000000.prom", "b.1700000000001.prom"]):
-        (spool / name).write_text(f"# TYPE jobs_total counter\njobs_total {i + 2} {1700000000000 + i}\n")
+        (spool / name).write_text(
+            f"# TYPE jobs_total counter\njobs_total {i + 2} {1700000000000 + i}\n"
+        )
     receiver = Receiver()
     thread, stop, out, codes = run_in_thread(
         ["serve", str(spool), "--listen", "127.0.0.1:0", "--ship-url", receiver.url,

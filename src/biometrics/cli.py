@@ -182,6 +182,8 @@ def _ship_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ca-file", metavar="FILE", help="trust this CA bundle (TLS is verified)")
     g.add_argument("--timeout", type=duration_ms, default=30_000, metavar="DURATION",
                    help="per request (default 30s)")  # fmt: skip
+    g.add_argument("--max-backoff", type=duration_ms, default=10_000, metavar="DURATION",
+                   help="longest wait between retries (default 10s)")  # fmt: skip
     g.add_argument("--max-samples-per-request", type=int, default=2000, metavar="N",
                    help="samples per request at most (default 2000)")  # fmt: skip
     g.add_argument("--max-retries", type=int, default=10, metavar="N",
@@ -218,6 +220,8 @@ def _ship_options(args: argparse.Namespace, spool: str, url: str, **more: str) -
             external_labels=dict(args.label),
             max_samples_per_request=args.max_samples_per_request,
             max_retries=args.max_retries,
+            max_backoff=args.max_backoff / 1000,
+            min_backoff=min(0.1, args.max_backoff / 1000),
             poll_interval=args.poll_interval / 1000,
             **more,  # type: ignore[arg-type]
         )
