@@ -10,6 +10,8 @@ import pytest
 from biometrics import __version__
 from biometrics.cli import duration_ms, main, run
 
+from .exporter._receiver import Receiver
+
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the package version and exits 0."""
@@ -127,8 +129,6 @@ def test_durations() -> None:
 
 def test_ship_once_delivers_and_exits_0(tmp_path: Path) -> None:
     """ship --once: every sample to the receiver, spool emptied, own metrics written."""
-    from .exporter._receiver import Receiver  # noqa: PLC0415
-
     spool, own = tmp_path / "spool", tmp_path / "own"
     spool.mkdir()
     (spool / "web.1700000000000.prom").write_text('a_total{route="/"} 3 1700000000000\n')
@@ -152,8 +152,6 @@ def test_ship_once_delivers_and_exits_0(tmp_path: Path) -> None:
 def test_ship_once_exits_1_when_something_was_quarantined(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from .exporter._receiver import Receiver  # noqa: PLC0415
-
     spool = tmp_path / "spool"
     spool.mkdir()
     (spool / "web.1700000000000.prom").write_text("a_total 3\n")
@@ -172,8 +170,6 @@ def test_ship_once_exits_1_when_something_was_quarantined(
 
 def test_serve_with_ship_url_serves_and_ships_the_same_segments(tmp_path: Path) -> None:
     """One daemon: the page shows the merged counter and the remote gets every sample."""
-    from .exporter._receiver import Receiver  # noqa: PLC0415
-
     spool = tmp_path / "spool"
     spool.mkdir()
     for i, name in enumerate(["a.1700000000000.prom", "b.1700000000001.prom"]):

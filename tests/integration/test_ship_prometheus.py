@@ -40,7 +40,7 @@ def write_history(spool: Path, first: int, start_ms: int) -> None:
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", HISTORY, str(spool), f"w{i}", str(start_ms), str(STEPS)]
-        )  # fmt: skip
+        )
         for i in range(first, first + WORKERS)
     ]
     for w in workers:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import itertools
 import ssl
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -30,6 +31,7 @@ __all__ = [
     "RemoteWriteClient",
     "RemoteWriteOptions",
     "decode",
+    "group",
     "retry_after_seconds",
 ]
 
@@ -111,6 +113,32 @@ class Encoder:
         # compress_raw is the block format; cramjam.snappy.compress is framed, which
         # Prometheus rejects with 400 "snappy: corrupt input".
         return bytes(cramjam.snappy.compress_raw(self.message(series)))
+
+
+def group(
+    samples: Iterable[tuple[LabelPairs, int, float]], dropped: list[int]
+) -> Iterator[tuple[LabelPairs, list[tuple[int, float]]]]:
+    """Samples to series as the spec wants them: in time order, one per millisecond.
+
+    Of two samples of one series at one millisecond the later one wins (a reading taken twice
+    within a millisecond); how many were dropped is added to ``dropped[0]``.
+    """
+    series: dict[LabelPairs, list[tuple[int, float]]] = {}
+    for labels, ts, value in samples:
+        got = series.get(labels)
+        if got is None:
+            series[labels] = [(ts, value)]
+        else:
+            got.append((ts, value))
+    for labels, got in series.items():
+        if len(got) == 1:
+            yield labels, got
+            continue
+        got.sort(key=lambda s: s[0])  # stable, so "later" survives the sort
+        kept = [a for a, b in itertools.pairwise(got) if a[0] != b[0]]
+        kept.append(got[-1])
+        dropped[0] += len(got) - len(kept)
+        yield labels, kept
 
 
 def decode(body: bytes) -> list[tuple[LabelPairs, list[tuple[int, float]]]]:

@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .._labels import LabelPairs, check_label_name
 from ..errors import InvalidValueError, SegmentError
 from ..prometheus import Parse, Reader, Sample, Watcher
 from ._logging import log
+from ._progress import Progress
 from ._selfmetrics import SensorSet
 from ._spool import SkipList, lock_state, move, quarantine
-from .remote_write import Answer, Encoder, RemoteWriteClient, RemoteWriteOptions
+from .remote_write import Answer, Encoder, RemoteWriteClient, RemoteWriteOptions, group
 from .segments import source_of
 
 __all__ = ["ShipMetrics", "ShipOptions", "Shipper"]
@@ -141,47 +141,6 @@ class _Segment:
         self.rejected: str | None = None
 
 
-class _Progress:
-    """``{segment name: [dev, ino, acknowledged line]}``, rewritten by rename after each ack.
-
-    Not fsynced: it only saves re-sending after a crash of this process; after a power loss the
-    worst case is sending acknowledged samples again (at-least-once, as documented).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.entries: dict[str, list[int]] = {}
-        self.dirty = False
-
-    def load(self, spool: str) -> None:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                loaded = json.load(f)
-            entries = loaded["segments"]
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            log(logging.WARNING, "ship progress unreadable; segments are sent from the start",
-                path=self.path, error=str(e))  # fmt: skip
-            return
-        self.entries = {
-            name: entry
-            for name, entry in entries.items()
-            if os.path.lexists(os.path.join(spool, name))
-        }
-
-    def acked(self, segment: _Segment) -> int:
-        entry = self.entries.get(segment.name)
-        return entry[2] if entry is not None and entry[:2] == segment.key else 0
-
-    def save(self) -> None:
-        temp = f"{self.path}.tmp"
-        with open(temp, "w", encoding="utf-8") as f:
-            json.dump({"version": 1, "segments": self.entries}, f)
-        os.replace(temp, self.path)
-        self.dirty = False
-
-
 def _verdict(answer: Answer, counted: int, max_retries: int) -> str:
     """``ok``, ``reject`` (for good), ``count`` (retry, counted) or ``wait`` (retry, uncounted)."""
     status = answer.status
@@ -196,28 +155,6 @@ def _verdict(answer: Answer, counted: int, max_retries: int) -> str:
     return "reject"
 
 
-def _series(
-    parts: Mapping[_Segment, Part], dropped: list[int]
-) -> Iterator[tuple[LabelPairs, list[tuple[int, float]]]]:
-    series: dict[LabelPairs, list[tuple[int, float]]] = {}
-    for part in parts.values():
-        for labels, ts, value in part:
-            samples = series.get(labels)
-            if samples is None:
-                series[labels] = [(ts, value)]
-            else:
-                samples.append((ts, value))
-    for labels, samples in series.items():
-        if len(samples) == 1:
-            yield labels, samples
-            continue
-        samples.sort(key=lambda s: s[0])  # stable: of two at one ms, the later line wins
-        kept = [a for a, b in itertools.pairwise(samples) if a[0] != b[0]]
-        kept.append(samples[-1])
-        dropped[0] += len(samples) - len(kept)
-        yield labels, kept
-
-
 class Shipper:
     """Ships one spool.  ``open``, then ``run`` (or ``ship_pass`` at your own pace), ``close``."""
 
@@ -227,7 +164,7 @@ class Shipper:
         self.watcher = Watcher(options.spool)
         self._client = RemoteWriteClient(options.remote)
         self._encoder = Encoder()
-        self._progress = _Progress(options.state_path)
+        self._progress = Progress(options.state_path)
         self._skipped = SkipList()
         self._labels: dict[tuple[str, LabelPairs, str], LabelPairs | str] = {}
         self._open: list[_Segment] = []
@@ -313,7 +250,7 @@ class Shipper:
                                   "tell its samples' time", [])  # fmt: skip
             return None
         segment = _Segment(reader, path, named[0], named[1])
-        segment.acked = self._progress.acked(segment)
+        segment.acked = self._progress.acked(segment.name, segment.key)
         return segment
 
     def _read(self, segment: _Segment, stop: threading.Event) -> None:
@@ -395,7 +332,7 @@ class Shipper:
         opts, metrics = self.options, self.metrics
         samples = sum(len(part) for part in parts.values())
         dropped = [0]
-        body = self._encoder.encode(_series(parts, dropped))
+        body = self._encoder.encode(group(itertools.chain.from_iterable(parts.values()), dropped))
         metrics.duplicates.count(dropped[0])
         attempt = counted = 0
         while True:
