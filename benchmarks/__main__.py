@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from benchmarks import exporter, segments, sensors
+from benchmarks import exporter, segments, sensors, ship
 
 
 def main() -> int:
@@ -22,6 +22,7 @@ def main() -> int:
     sensors.run(quick=args.quick)
     segments.run(quick=args.quick)
     exporter.run(quick=args.quick)
+    ship.run(quick=args.quick)
     return 0
 
 
