@@ -335,3 +335,13 @@ def test_backlog_is_measured(tmp_path: Path, receiver: Receiver) -> None:
     assert s.metrics.backlog.read() == 1
     assert s.metrics.backlog_bytes.read() == sum(p.stat().st_size for p in spool.glob("*.prom"))
     assert os.listdir(spool / ".biometrics")
+
+
+def test_a_missing_spool_is_an_error_logged_not_raised(tmp_path: Path, receiver: Receiver) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    s = shipper(spool, receiver.url)
+    spool.rename(tmp_path / "gone")
+    assert not s.ship_pass()
+    assert s.metrics.failures.read() == 1
+    s.close()

@@ -206,7 +206,13 @@ class Shipper:
         """Ship every finished segment there now; False if ``stop`` cut the pass short."""
         stop = stop or threading.Event()
         try:
-            for path in self.watcher.candidates():
+            candidates = self.watcher.candidates()
+        except SegmentError as e:
+            self.metrics.failures.click()
+            log(logging.ERROR, "cannot list the spool; retrying", error=e.strerror)
+            return False
+        try:
+            for path in candidates:
                 if stop.is_set():
                     return False
                 if self._skipped.skipped(path):
