@@ -67,7 +67,7 @@ def _encode_rate(samples: list[tuple[tuple[tuple[str, str], ...], int, float]],
     bodies = []
     start = time.perf_counter()
     for i in range(0, len(samples), per_request):
-        bodies.append(encoder.encode(group(samples[i : i + per_request], [0])))
+        bodies.append(encoder.encode(group(samples[i : i + per_request])[0]))
     return len(samples) / (time.perf_counter() - start), bodies
 
 

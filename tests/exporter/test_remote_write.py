@@ -47,10 +47,9 @@ def test_bodies_are_snappy_block_format_and_round_trip() -> None:
 
 def test_group_orders_samples_and_keeps_the_later_of_one_millisecond() -> None:
     a, b = (("__name__", "a"),), (("__name__", "b"),)
-    dropped = [0]
-    got = dict(group([(a, 5, 1.0), (b, 1, 9.0), (a, 3, 2.0), (a, 5, 4.0)], dropped))
-    assert got == {a: [(3, 2.0), (5, 4.0)], b: [(1, 9.0)]}
-    assert dropped == [1]
+    series, dropped = group([(a, 5, 1.0), (b, 1, 9.0), (a, 3, 2.0), (a, 5, 4.0)])
+    assert dict(series) == {a: [(3, 2.0), (5, 4.0)], b: [(1, 9.0)]}
+    assert dropped == 1
 
 
 def test_retry_after_takes_seconds_or_an_http_date() -> None:

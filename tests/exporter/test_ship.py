@@ -21,6 +21,13 @@ Series = dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]
 
 
 @pytest.fixture
+def spool(tmp_path: Path) -> Path:
+    path = tmp_path / "spool"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
@@ -73,16 +80,24 @@ def shipper(spool: Path, url: str, **options: object) -> Shipper:
     return s
 
 
+def ship_once(spool: Path, url: str, **options: object) -> Shipper:
+    """One pass of a fresh shipper, closed after; returned for its metrics."""
+    s = shipper(spool, url, **options)
+    try:
+        s.ship_pass()
+    finally:
+        s.close()
+    return s
+
+
 def prom_files(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.glob("*.prom"))
 
 
 def test_every_sample_arrives_once_in_order_with_the_protocol_headers(
-    tmp_path: Path, receiver: Receiver
+    spool: Path, receiver: Receiver
 ) -> None:
     """Several processes' segments: every sample at its own ms, series sorted, files removed."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
     paths = emit_history(spool, "web-1", 1_700_000_000_000, 5)
     paths += emit_history(spool, "web-2", 1_700_000_000_500, 5)
     want = expected(paths)
@@ -110,11 +125,9 @@ def test_every_sample_arrives_once_in_order_with_the_protocol_headers(
 
 
 def test_a_rejected_segment_is_quarantined_and_the_others_delivered(
-    tmp_path: Path, receiver: Receiver
+    spool: Path, receiver: Receiver
 ) -> None:
     """400 about one source's samples: that segment alone goes to quarantine with the answer."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
     good = expected(emit_history(spool, "good", 1_700_000_000_000, 2))
     bad = emit_history(spool, "bad", 1_700_000_001_000, 2)
     bad_samples = sum(len(v) for v in expected(bad).values())
@@ -125,9 +138,7 @@ def test_a_rejected_segment_is_quarantined_and_the_others_delivered(
         return 204
 
     receiver.answer = answer
-    s = shipper(spool, receiver.url)
-    s.ship_pass()
-    s.close()
+    s = ship_once(spool, receiver.url)
     assert receiver.accepted() == good
     assert prom_files(spool) == []
     quarantined = spool / "quarantine" / Path(bad[0]).name
@@ -138,31 +149,21 @@ def test_a_rejected_segment_is_quarantined_and_the_others_delivered(
     assert s.metrics.failed.read() == bad_samples
 
 
-def test_429_waits_for_retry_after_and_loses_nothing(tmp_path: Path, receiver: Receiver) -> None:
-    spool = tmp_path / "spool"
-    spool.mkdir()
+def test_429_waits_for_retry_after_and_loses_nothing(spool: Path, receiver: Receiver) -> None:
     want = expected(emit_history(spool, "web", 1_700_000_000_000, 2))
     receiver.answer = lambda n, _s: (429, {"Retry-After": "1"}, "slow down") if n == 0 else 204
-    s = shipper(spool, receiver.url)
-    s.ship_pass()
-    s.close()
+    s = ship_once(spool, receiver.url)
     assert receiver.accepted() == want
     first, second = receiver.requests[0], receiver.requests[1]
     assert second.arrived - first.arrived >= 0.95
     assert s.metrics.retries.read() == 1
 
 
-def test_500_is_retried_max_retries_times_then_quarantined(
-    tmp_path: Path, receiver: Receiver
-) -> None:
+def test_500_is_retried_max_retries_times_then_quarantined(spool: Path, receiver: Receiver) -> None:
     """Prometheus 2.42 answers 'too old sample' with 500: retrying forever would wedge the spool."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
     old = emit_history(spool, "old", 1_600_000_000_000, 1)
     receiver.answer = lambda _n, _s: (500, {}, "too old sample")
-    s = shipper(spool, receiver.url, max_retries=2)
-    s.ship_pass()
-    s.close()
+    ship_once(spool, receiver.url, max_retries=2)
     assert len(receiver.requests) == 3
     sidecar = (spool / "quarantine" / (Path(old[0]).name + ".error")).read_text()
     assert "HTTP 500: too old sample" in sidecar
@@ -170,18 +171,14 @@ def test_500_is_retried_max_retries_times_then_quarantined(
 
 @pytest.mark.parametrize("failure", ["reset", "slow", 503, 404, 401, 302])
 def test_transient_and_endpoint_failures_keep_the_segment_until_acknowledged(
-    tmp_path: Path, receiver: Receiver, failure: Reply
+    spool: Path, receiver: Receiver, failure: Reply
 ) -> None:
     """Connection resets, timeouts, 503 and endpoint errors are retried, never quarantined."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
     want = expected(emit_history(spool, "web", 1_700_000_000_000, 2))
     reply: Reply = ("slow", 1.0, 204) if failure == "slow" else failure
     receiver.answer = lambda n, _s: reply if n < 2 else 204
     remote = RemoteWriteOptions(receiver.url, timeout=0.3)
-    s = shipper(spool, receiver.url, remote=remote, max_retries=0)
-    s.ship_pass()
-    s.close()
+    s = ship_once(spool, receiver.url, remote=remote, max_retries=0)
     assert len(receiver.requests) == 3
     assert receiver.requests[2].status == 204
     assert receiver.requests[2].series == receiver.requests[0].series
@@ -191,11 +188,9 @@ def test_transient_and_endpoint_failures_keep_the_segment_until_acknowledged(
 
 
 def test_a_stopped_shipper_keeps_unacknowledged_segments_and_resumes_without_resending(
-    tmp_path: Path, receiver: Receiver
+    spool: Path, receiver: Receiver
 ) -> None:
     """Acknowledged lines are recorded; a restart sends only the rest, each sample once."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
     paths = emit_history(spool, "web", 1_700_000_000_000, 20)
     want = expected(paths)
     stop = threading.Event()
@@ -223,19 +218,15 @@ def test_a_stopped_shipper_keeps_unacknowledged_segments_and_resumes_without_res
     assert prom_files(spool) == []
 
 
-def test_labels_are_checked_before_sending(tmp_path: Path, receiver: Receiver) -> None:
+def test_labels_are_checked_before_sending(spool: Path, receiver: Receiver) -> None:
     """A reserved label name is refused with file:line; a clashing source label is kept."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
     segment = spool / "job.1700000000000.prom"
     segment.write_text(
         'ok_total{source="mine"} 1 1700000000000\n'
         'bad_total{__meta="x"} 2 1700000000000\n'
         'empty_total{zone=""} 3 1700000000000\n'
     )
-    s = shipper(spool, receiver.url, external_labels={"cluster": "eu", "source": "ignored"})
-    s.ship_pass()
-    s.close()
+    ship_once(spool, receiver.url, external_labels={"cluster": "eu", "source": "ignored"})
     got = receiver.accepted()
     assert got == {
         (("__name__", "ok_total"), ("cluster", "eu"), ("exported_source", "mine"),
@@ -248,16 +239,12 @@ def test_labels_are_checked_before_sending(tmp_path: Path, receiver: Receiver) -
 
 
 def test_malformed_lines_are_reported_and_the_rest_delivered(
-    tmp_path: Path, receiver: Receiver
+    spool: Path, receiver: Receiver
 ) -> None:
     """Rust-style lines without timestamps take the file's time; a torn last line is dropped."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
     (spool / "rust.1700000000000.prom").write_text("a_total 1\n{oops} 1\nb 2.5\n")
     (spool / "torn.1700000000001.prom").write_text("c_total 4 1700000000001\nc_tot")
-    s = shipper(spool, receiver.url)
-    s.ship_pass()
-    s.close()
+    ship_once(spool, receiver.url)
     got = receiver.accepted()
     assert got[(("__name__", "a_total"), ("source", "rust"))] == [(1_700_000_000_000, 1.0)]
     assert got[(("__name__", "b"), ("source", "rust"))] == [(1_700_000_000_000, 2.5)]
@@ -268,22 +255,14 @@ def test_malformed_lines_are_reported_and_the_rest_delivered(
     assert prom_files(spool) == []
 
 
-def test_same_series_and_millisecond_keeps_the_later_line(
-    tmp_path: Path, receiver: Receiver
-) -> None:
-    spool = tmp_path / "spool"
-    spool.mkdir()
+def test_same_series_and_millisecond_keeps_the_later_line(spool: Path, receiver: Receiver) -> None:
     (spool / "w.1700000000000.prom").write_text("a_total 1 5\na_total 2 5\na_total 3 4\n")
-    s = shipper(spool, receiver.url)
-    s.ship_pass()
-    s.close()
+    s = ship_once(spool, receiver.url)
     assert receiver.accepted() == {(("__name__", "a_total"), ("source", "w")): [(4, 3.0), (5, 2.0)]}
     assert s.metrics.duplicates.read() == 1
 
 
-def test_credentials_come_from_files(tmp_path: Path, receiver: Receiver) -> None:
-    spool = tmp_path / "spool"
-    spool.mkdir()
+def test_credentials_come_from_files(tmp_path: Path, spool: Path, receiver: Receiver) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     (spool / "w.1700000000000.prom").write_text("a_total 1\n")
@@ -304,9 +283,7 @@ def test_credentials_come_from_files(tmp_path: Path, receiver: Receiver) -> None
     remote = RemoteWriteOptions(receiver.url, basic_auth_user="u",
                                 basic_auth_password_file=str(password))  # fmt: skip
     (spool / "w.1700000000002.prom").write_text("a_total 3\n")
-    s = shipper(spool, receiver.url, remote=remote)
-    s.ship_pass()
-    s.close()
+    s = ship_once(spool, receiver.url, remote=remote)
     assert receiver.requests[2].headers["Authorization"] == "Basic dTpwdw=="
 
 
@@ -320,9 +297,7 @@ def test_options_are_validated() -> None:
         ShipOptions("spool", remote, max_samples_per_request=0)
 
 
-def test_backlog_is_measured(tmp_path: Path, receiver: Receiver) -> None:
-    spool = tmp_path / "spool"
-    spool.mkdir()
+def test_backlog_is_measured(spool: Path, receiver: Receiver) -> None:
     emit_history(spool, "web", 1_700_000_000_000, 1)
     receiver.answer = lambda _n, _s: 503
     stop = threading.Event()
@@ -337,9 +312,9 @@ def test_backlog_is_measured(tmp_path: Path, receiver: Receiver) -> None:
     assert os.listdir(spool / ".biometrics")
 
 
-def test_a_missing_spool_is_an_error_logged_not_raised(tmp_path: Path, receiver: Receiver) -> None:
-    spool = tmp_path / "spool"
-    spool.mkdir()
+def test_a_missing_spool_is_an_error_logged_not_raised(
+    tmp_path: Path, spool: Path, receiver: Receiver
+) -> None:
     s = shipper(spool, receiver.url)
     spool.rename(tmp_path / "gone")
     assert not s.ship_pass()

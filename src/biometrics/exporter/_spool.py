@@ -17,9 +17,14 @@ from collections.abc import Sequence
 
 from ..errors import StateError
 
-__all__ = ["SkipList", "lock_state", "move", "quarantine"]
+__all__ = ["SkipList", "in_spool", "lock_state", "move", "quarantine"]
 
 _MAX_LINES = 100
+
+
+def in_spool(given: str | None, spool: str, *default: str) -> str:
+    """``given``, or the default place for it under the spool."""
+    return given or os.path.join(spool, *default)
 
 
 def lock_state(path: str, what: str, hint: str) -> int:

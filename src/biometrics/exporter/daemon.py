@@ -20,7 +20,7 @@ from ..errors import ParseError, SegmentError, StateError
 from ..prometheus import Metadata, Parse, Reader, SlashMetrics, Watcher
 from ._logging import log
 from ._selfmetrics import SensorSet
-from ._spool import SkipList, move, quarantine
+from ._spool import SkipList, in_spool, move, quarantine
 from .durable import DurableState
 from .segments import Reading, readings, source_of
 from .store import MergeRules, Store
@@ -60,12 +60,12 @@ class ExporterOptions:
     @property
     def state_path(self) -> str:
         """The snapshot path, defaulted."""
-        return self.state or os.path.join(self.spool, ".biometrics", "state.json")
+        return in_spool(self.state, self.spool, ".biometrics", "state.json")
 
     @property
     def quarantine_path(self) -> str:
         """The quarantine directory, defaulted."""
-        return self.quarantine or os.path.join(self.spool, "quarantine")
+        return in_spool(self.quarantine, self.spool, "quarantine")
 
 
 class _SelfMetrics(SensorSet):
@@ -250,7 +250,7 @@ class Exporter:
         self.metrics.bytes.count(size)
         problems = parsed.problems
         self.metrics.parse_errors.count(len(problems))
-        serious = problems[:-1] if parsed.truncated else problems
+        serious = parsed.malformed
         if parsed.truncated:
             log(logging.INFO, "segment ends mid-line (writer killed?); last line dropped",
                 path=reader.path)  # fmt: skip

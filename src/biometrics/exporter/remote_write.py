@@ -13,7 +13,7 @@ import functools
 import itertools
 import ssl
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -116,12 +116,12 @@ class Encoder:
 
 
 def group(
-    samples: Iterable[tuple[LabelPairs, int, float]], dropped: list[int]
-) -> Iterator[tuple[LabelPairs, list[tuple[int, float]]]]:
+    samples: Iterable[tuple[LabelPairs, int, float]],
+) -> tuple[list[tuple[LabelPairs, list[tuple[int, float]]]], int]:
     """Samples to series as the spec wants them: in time order, one per millisecond.
 
     Of two samples of one series at one millisecond the later one wins (a reading taken twice
-    within a millisecond); how many were dropped is added to ``dropped[0]``.
+    within a millisecond); returns the series and how many samples were dropped so.
     """
     series: dict[LabelPairs, list[tuple[int, float]]] = {}
     for labels, ts, value in samples:
@@ -130,15 +130,15 @@ def group(
             series[labels] = [(ts, value)]
         else:
             got.append((ts, value))
+    dropped = 0
     for labels, got in series.items():
-        if len(got) == 1:
-            yield labels, got
-            continue
-        got.sort(key=lambda s: s[0])  # stable, so "later" survives the sort
-        kept = [a for a, b in itertools.pairwise(got) if a[0] != b[0]]
-        kept.append(got[-1])
-        dropped[0] += len(got) - len(kept)
-        yield labels, kept
+        if len(got) > 1:
+            got.sort(key=lambda s: s[0])  # stable, so "later" survives the sort
+            kept = [a for a, b in itertools.pairwise(got) if a[0] != b[0]]
+            kept.append(got[-1])
+            dropped += len(got) - len(kept)
+            series[labels] = kept
+    return list(series.items()), dropped
 
 
 def decode(body: bytes) -> list[tuple[LabelPairs, list[tuple[int, float]]]]:

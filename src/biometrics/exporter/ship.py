@@ -10,7 +10,6 @@ large segment resumes after its last acknowledged line instead of sending it all
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import os
@@ -26,7 +25,7 @@ from ..prometheus import Parse, Reader, Sample, Watcher
 from ._logging import log
 from ._progress import Progress
 from ._selfmetrics import SensorSet
-from ._spool import SkipList, lock_state, move, quarantine
+from ._spool import SkipList, in_spool, lock_state, move, quarantine
 from .remote_write import Answer, Encoder, RemoteWriteClient, RemoteWriteOptions, group
 from .segments import source_of
 
@@ -86,12 +85,12 @@ class ShipOptions:
     @property
     def state_path(self) -> str:
         """The progress file, defaulted."""
-        return self.state or os.path.join(self.spool, ".biometrics", "ship.json")
+        return in_spool(self.state, self.spool, ".biometrics", "ship.json")
 
     @property
     def quarantine_path(self) -> str:
         """The quarantine directory, defaulted."""
-        return self.quarantine or os.path.join(self.spool, "quarantine")
+        return in_spool(self.quarantine, self.spool, "quarantine")
 
 
 class ShipMetrics(SensorSet):
@@ -137,7 +136,7 @@ class _Segment:
         self.last = 0
         """Line of the newest sample in the request being built."""
         self.complete = False
-        self.parse: Parse | None = None
+        self.parse = Parse(reader, path=path)  # lazy: nothing is read before _read iterates
         self.rejected: str | None = None
 
 
@@ -166,7 +165,7 @@ class Shipper:
         self._encoder = Encoder()
         self._progress = Progress(options.state_path)
         self._skipped = SkipList()
-        self._labels: dict[tuple[str, LabelPairs, str], LabelPairs | str] = {}
+        self._labels: dict[tuple[str, LabelPairs, str], LabelPairs] = {}
         self._open: list[_Segment] = []
         self._parts: dict[_Segment, Part] = {}
         self._count = 0
@@ -260,7 +259,7 @@ class Shipper:
         return segment
 
     def _read(self, segment: _Segment, stop: threading.Event) -> None:
-        parsed = segment.parse = Parse(segment.reader, path=segment.path)
+        parsed = segment.parse
         acked, default_ts, source = segment.acked, segment.default_ts, segment.source
         limit = self.options.max_samples_per_request
         labels_of, cache = self._series_labels, self._labels
@@ -268,17 +267,17 @@ class Shipper:
         for item in parsed:
             if type(item) is not Sample or item.line <= acked:
                 continue
-            labels = cache.get((item.name, item.labels, source))
+            labels: LabelPairs | str | None = cache.get((item.name, item.labels, source))
             if labels is None:
                 labels = labels_of(item.name, item.labels, source)
-            if type(labels) is str:
+            if isinstance(labels, str):
                 parsed.report(item.line, labels)
                 self.metrics.invalid.click()
                 continue
             if part is None:
                 part = self._parts.setdefault(segment, [])
             ts = item.timestamp_ms
-            part.append((labels, default_ts if ts is None else ts, item.value))  # type: ignore[arg-type]
+            part.append((labels, default_ts if ts is None else ts, item.value))
             segment.last = item.line
             self._count += 1
             if self._count >= limit:
@@ -337,9 +336,9 @@ class Shipper:
         """Send until acknowledged (None) or rejected for good (the answer)."""
         opts, metrics = self.options, self.metrics
         samples = sum(len(part) for part in parts.values())
-        dropped = [0]
-        body = self._encoder.encode(group(itertools.chain.from_iterable(parts.values()), dropped))
-        metrics.duplicates.count(dropped[0])
+        series, dropped = group(itertools.chain.from_iterable(parts.values()))
+        body = self._encoder.encode(series)
+        metrics.duplicates.count(dropped)
         attempt = counted = 0
         while True:
             started = time.perf_counter()
@@ -413,17 +412,17 @@ class Shipper:
         self._open = keep
 
     def _finish(self, segment: _Segment) -> None:
-        problems = segment.parse.problems if segment.parse is not None else []
-        truncated = segment.parse is not None and segment.parse.truncated
-        serious = problems[:-1] if truncated else problems
+        problems = segment.parse.problems
         if self._progress.entries.pop(segment.name, None) is not None:
             self._progress.dirty = True
         if segment.rejected is not None:
             reason = f"the remote rejected its samples: {segment.rejected}"
             self._quarantine_path(segment.path, reason, problems)
             return
-        if serious:
-            reason = f"{len(serious)} malformed line(s); the other lines were delivered"
+        if segment.parse.malformed:
+            reason = (
+                f"{len(segment.parse.malformed)} malformed line(s); the other lines were delivered"
+            )
             self._quarantine_path(segment.path, reason, problems)
             return
         try:
@@ -452,13 +451,9 @@ class Shipper:
         log(logging.ERROR, what, path=path, error=str(error))
 
     def _measure_backlog(self) -> None:
-        count = size = 0
-        with contextlib.suppress(OSError), os.scandir(self.options.spool) as entries:
-            for entry in entries:
-                if entry.name.endswith(".prom") and not entry.name.startswith("."):
-                    with contextlib.suppress(OSError):
-                        if entry.is_file(follow_symlinks=False):
-                            count += 1
-                            size += entry.stat(follow_symlinks=False).st_size
+        try:
+            count, size = self.watcher.backlog()
+        except SegmentError:
+            return
         self.metrics.backlog.set(count)
         self.metrics.backlog_bytes.set(size)

@@ -93,6 +93,11 @@ class Parse:
         self.samples = 0
         self._torn = b""
 
+    @property
+    def malformed(self) -> list[ParseError]:
+        """The problems but the dropped torn last line, which is a killed writer, not bad data."""
+        return self.problems[:-1] if self.truncated else self.problems
+
     def report(self, line: int, message: str) -> None:
         """Record (or, when strict, raise) a problem found at ``line``, as the parser does."""
         error = ParseError(self.path, line, message)

@@ -42,7 +42,15 @@ class Watcher:
 
     def candidates(self) -> list[str]:
         """Paths of segments that may be finished, oldest first (none is opened or locked)."""
-        found: list[tuple[int, str, str]] = []
+        return [path for _, _, path, _ in sorted(self._scan())]
+
+    def backlog(self) -> tuple[int, int]:
+        """How many segments are waiting, and their bytes (the one being written included)."""
+        found = self._scan()
+        return len(found), sum(size for _, _, _, size in found)
+
+    def _scan(self) -> list[tuple[int, str, str, int]]:
+        found: list[tuple[int, str, str, int]] = []
         try:
             entries = os.scandir(self._directory)
         except OSError as e:
@@ -58,9 +66,8 @@ class Watcher:
                 except FileNotFoundError:
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    found.append((st.st_mtime_ns, name, entry.path))
-        found.sort()
-        return [path for _, _, path in found]
+                    found.append((st.st_mtime_ns, name, entry.path, st.st_size))
+        return found
 
     def claim(self, path: str) -> Reader | None:
         """Take ``path`` exclusively if it is finished and still there; None otherwise."""
