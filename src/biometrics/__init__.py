@@ -13,6 +13,7 @@ from .family import Family
 from .histogram import Histogram, HistogramReading, sig_fig_boundaries, sig_fig_boundary
 from .moments import Moments, MomentsReading
 from .sensors import Counter, Gauge, Sensor
+from .system import RuntimeSensors, SystemSensors
 
 __all__ = [
     "BiometricsError",
@@ -29,7 +30,9 @@ __all__ = [
     "Moments",
     "MomentsReading",
     "PlainTextEmitter",
+    "RuntimeSensors",
     "Sensor",
+    "SystemSensors",
     "__version__",
     "default_collector",
     "sig_fig_boundaries",

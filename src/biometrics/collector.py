@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
+import weakref
 from typing import TypeVar
 
 from ._labels import LabelPairs
@@ -45,6 +48,11 @@ class Collector:
         self._failures = self._own("emit.failure")
         for counter in (*self._register.values(), *self._emitted.values(), self._failures):
             self.register(counter)
+        _watch_forks(self)
+
+    def _after_fork(self) -> None:
+        # A thread that was registering at the fork does not exist in the child: unlock.
+        self._lock = threading.Lock()
 
     @staticmethod
     def _own(name: str) -> Counter:
@@ -145,6 +153,24 @@ class Collector:
                 f"biometrics: {failures} of {len(sensors)} sensors failed to emit at {now_ms}"
             )
             raise first
+
+
+_collectors: weakref.WeakSet[Collector] = weakref.WeakSet()
+_fork_hook = False
+
+
+def _watch_forks(collector: Collector) -> None:
+    global _fork_hook  # noqa: PLW0603 - one process-wide at-fork hook, installed on first use
+    _collectors.add(collector)
+    if not _fork_hook and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook = True
+
+
+def _after_fork_in_child() -> None:
+    for collector in list(_collectors):
+        with contextlib.suppress(Exception):
+            collector._after_fork()
 
 
 _default: Collector | None = None

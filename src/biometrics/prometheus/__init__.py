@@ -1,8 +1,9 @@
-"""Prometheus segment files: the file Emitter, SlashMetrics, Reader, Watcher and parser."""
+"""Prometheus segment files: the file Emitter (and its thread), SlashMetrics, Reader, Watcher."""
 
 from ..errors import ParseError, SegmentError
 from ._text import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, prometheus_name
-from .emitter import Emitter, Options
+from .background import Emission, emit_every
+from .emitter import Emitter, Options, child_prefix
 from .parser import Metadata, Parse, Sample, parse
 from .reader import Reader
 from .slash import SlashMetrics
@@ -11,6 +12,7 @@ from .watcher import Watcher
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",
     "TEXT_CONTENT_TYPE",
+    "Emission",
     "Emitter",
     "Metadata",
     "Options",
@@ -21,6 +23,8 @@ __all__ = [
     "SegmentError",
     "SlashMetrics",
     "Watcher",
+    "child_prefix",
+    "emit_every",
     "parse",
     "prometheus_name",
 ]

@@ -17,7 +17,7 @@ import socket
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from ..errors import InvalidValueError, SegmentError
@@ -25,7 +25,7 @@ from ..sensors import Counter
 from . import _locks
 from ._text import Family, FamilyEmitter, metadata_lines, sample_line
 
-__all__ = ["Emitter", "Options"]
+__all__ = ["Emitter", "Options", "child_prefix"]
 
 _BUFFER = 64 * 1024
 _NAME_CLASH_TRIES = 10_000
@@ -150,7 +150,9 @@ class Emitter(FamilyEmitter):
         self._options = options or Options()
         self._lock = threading.Lock()
         self._holder = _Holder()
+        self._pid = os.getpid()
         self._finalizer = weakref.finalize(self, _Holder.finish, self._holder)
+        _watch_forks(self)
         self.failures = Counter("biometrics.prometheus.emit.failure")
         """Write and create errors, for registering with a Collector."""
         self.segments = Counter("biometrics.prometheus.emit.segments")
@@ -288,11 +290,61 @@ class Emitter(FamilyEmitter):
             if segment is not None:
                 self._guard(segment, self._holder.finish)
 
+    def after_fork(self) -> None:
+        """In a forked child: drop the parent's segment unwritten, and take a prefix of our own.
+
+        Runs by itself after ``os.fork()``; calling it again in the same process does nothing.
+        The inherited descriptor is closed without writing (the parent still holds the lock and
+        its buffered lines), and the prefix becomes :func:`child_prefix` of the parent's, so the
+        exporter sees the child as a source of its own.
+        """
+        pid = os.getpid()
+        if pid == self._pid:
+            return
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        segment, self._holder.segment = self._holder.segment, None
+        if segment is not None:
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
+        prefix = child_prefix(os.fspath(self._options.prefix), self._pid, pid)
+        self._options = replace(self._options, prefix=prefix)
+        self._pid = pid
+
     def __enter__(self) -> Emitter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def child_prefix(prefix: str, parent_pid: int, child_pid: int) -> str:
+    """A forked child's prefix: the parent's pid component swapped for the child's, or appended.
+
+    ``spool/web.host.100.`` (from :meth:`Options.per_process`) becomes ``spool/web.host.205.``;
+    ``biometrics.`` becomes ``biometrics.205.``.
+    """
+    tail = f".{parent_pid}."
+    if prefix.endswith(tail):
+        return f"{prefix[: -len(tail)]}.{child_pid}."
+    return f"{prefix}{child_pid}."
+
+
+_emitters: weakref.WeakSet[Emitter] = weakref.WeakSet()
+_fork_hook = False
+
+
+def _watch_forks(emitter: Emitter) -> None:
+    global _fork_hook  # noqa: PLW0603 - one process-wide at-fork hook, installed on first use
+    _emitters.add(emitter)
+    if not _fork_hook and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook = True
+
+
+def _after_fork_in_child() -> None:
+    for emitter in list(_emitters):
+        with contextlib.suppress(Exception):  # a metrics hook must never break a fork
+            emitter.after_fork()
 
 
 def _unlink_quietly(path: str) -> None:

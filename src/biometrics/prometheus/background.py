@@ -1,0 +1,319 @@
+"""Background emission: a daemon thread that writes a collector to segments, fork or no fork.
+
+The promise to the host program: emission never raises into its threads, never blocks them, and
+survives ``os.fork()``.  At a fork the emission thread is paused between emissions (so no sensor
+lock is held by it), the child drops the parent's open segment unwritten, writes under a prefix
+with its own pid, starts its own thread, and reports what it counts *after* the fork (cumulative
+readings minus their value at the fork), so summing parent and children counts each event once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from ..collector import Collector, default_collector
+from ..errors import DuplicateSensorError, InvalidValueError
+from ..histogram import Histogram
+from ..moments import Moments
+from ..sensors import Counter, Gauge, Sensor
+from ..system import RuntimeSensors, SystemSensors
+from .emitter import Emitter, Options
+
+__all__ = ["Emission", "emit_every"]
+
+LOGGER = logging.getLogger("biometrics")
+LOG_EVERY_SECONDS = 300.0
+"""A failure of one kind is logged when first seen, then at most this often (with a count)."""
+_JOIN_SECONDS = 5.0
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _kind_of(error: BaseException) -> str:
+    number = getattr(error, "errno", None)
+    if isinstance(number, int) and number in errno.errorcode:
+        return errno.errorcode[number]
+    return type(error).__name__
+
+
+class _Shifted:
+    """A cumulative sensor seen from a baseline: ``read()`` is the reading minus ``base``."""
+
+    def __init__(self, sensor: Sensor, base: Any) -> None:
+        self._sensor = sensor
+        self._base = base
+
+    def read(self) -> Any:
+        return self._sensor.read() - self._base  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sensor, name)
+
+
+class _SinceFork:
+    """An emitter wrapper that subtracts each cumulative sensor's reading at the fork."""
+
+    def __init__(self, inner: Emitter, baseline: dict[Sensor, Any]) -> None:
+        self._inner = inner
+        self._baseline = baseline
+
+    def _view(self, sensor: Any) -> Any:
+        base = self._baseline.get(sensor)
+        return sensor if base is None else _Shifted(sensor, base)
+
+    def emit_counter(self, counter: Counter, now_ms: int) -> None:
+        self._inner.emit_counter(self._view(counter), now_ms)
+
+    def emit_gauge(self, gauge: Gauge, now_ms: int) -> None:
+        self._inner.emit_gauge(gauge, now_ms)
+
+    def emit_moments(self, moments: Moments, now_ms: int) -> None:
+        self._inner.emit_moments(self._view(moments), now_ms)
+
+    def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
+        self._inner.emit_histogram(self._view(histogram), now_ms)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+
+class Emission:
+    """A collector emitted every ``interval`` by a daemon thread, and once more at exit.
+
+    Use :func:`emit_every` to make and start one.  ``stop()`` (or leaving the ``with`` block)
+    emits a last time and finishes the segment.  Failures are counted in
+    ``biometrics.emit.failure{kind=...}`` (``kind`` is the errno name, e.g. ``ENOSPC``, or the
+    exception's class), logged on the ``biometrics`` logger, and retried at the next interval.
+    """
+
+    def __init__(
+        self,
+        interval: float | timedelta = 10.0,
+        *,
+        collector: Collector | None = None,
+        options: Options | None = None,
+        system: bool = True,
+        clock: Callable[[], int] = _wall_ms,
+    ) -> None:
+        seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+        if not isinstance(seconds, int | float) or not seconds > 0:
+            raise InvalidValueError(f"emission interval must be positive seconds, got {interval!r}")
+        self.interval = float(seconds)
+        self.collector = collector if collector is not None else default_collector()
+        self.emitter = Emitter(options)
+        self._clock = clock
+        self._polls: list[Callable[[], None]] = []
+        if system:
+            for sensors in (SystemSensors(), RuntimeSensors()):
+                sensors.register(self.collector)
+                self._polls.append(sensors.poll)
+        self._register(self.emitter.failures, self.emitter.segments)
+        self._failures: dict[str, Counter] = {}
+        self._logged: dict[str, tuple[float, int]] = {}
+        self._busy = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._baseline: dict[Sensor, Any] = {}
+        self._at_fork: dict[Sensor, Any] = {}
+        self._stopped = False
+
+    @property
+    def path(self) -> str | None:
+        """The segment being written, if any."""
+        return self.emitter.path
+
+    @property
+    def options(self) -> Options:
+        """The emitter's options (in a forked child, with the child's prefix)."""
+        return self.emitter.options
+
+    def _register(self, *sensors: Sensor) -> None:
+        for sensor in sensors:
+            with contextlib.suppress(DuplicateSensorError):
+                self.collector.register(sensor)
+
+    def start(self) -> Emission:
+        """Start the thread (once); it first emits one ``interval`` from now."""
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name="biometrics-emit", daemon=True)
+            _watch(self)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        stop = self._stop
+        deadline = time.monotonic() + self.interval
+        while not stop.wait(max(0.0, deadline - time.monotonic())):
+            self.emit()
+            deadline += self.interval
+            now = time.monotonic()
+            if deadline < now:  # fell behind (a stalled disk): skip, do not burst
+                deadline = now + self.interval
+
+    def emit(self) -> bool:
+        """Emit now, in the caller's thread; False (and counted, logged) when it failed."""
+        with self._busy:
+            for poll in self._polls:
+                with contextlib.suppress(Exception):
+                    poll()
+            target = _SinceFork(self.emitter, self._baseline) if self._baseline else self.emitter
+            try:
+                self.collector.emit(target, self._clock())
+            except Exception as e:  # the host must never see our failures
+                self._failed(e)
+                return False
+            return True
+
+    def _failed(self, error: Exception) -> None:
+        kind = _kind_of(error)
+        counter = self._failures.get(kind)
+        if counter is None:
+            counter = Counter(
+                "biometrics.emit.failure",
+                labels={"kind": kind},
+                help="Background emissions that failed, by errno name or exception class.",
+            )
+            self._failures[kind] = counter
+            self._register(counter)
+        counter.click()
+        now = time.monotonic()
+        last, suppressed = self._logged.get(kind, (-LOG_EVERY_SECONDS, 0))
+        if now - last < LOG_EVERY_SECONDS:
+            self._logged[kind] = (last, suppressed + 1)
+            return
+        self._logged[kind] = (now, 0)
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        with contextlib.suppress(Exception):
+            LOGGER.warning(
+                "biometrics: emission failed (%s): %s%s; retrying every %gs",
+                kind, error, more, self.interval,
+            )  # fmt: skip
+
+    def stop(self, timeout: float = _JOIN_SECONDS) -> None:
+        """Stop the thread, emit a last time, finish the segment.  Idempotent; never raises."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self.emit()
+        with contextlib.suppress(Exception):
+            self.emitter.close()
+        _emissions.discard(self)
+
+    def __enter__(self) -> Emission:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- fork -----------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        self._busy.acquire()
+        try:
+            self._at_fork = {s: _read(s) for s in self.collector.sensors() if _cumulative(s)}
+        except Exception:  # a failed read only costs the child its baseline
+            self._at_fork = {}
+
+    def _after_fork_in_parent(self) -> None:
+        self._at_fork = {}
+        self._busy.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._busy = threading.Lock()
+        self._stop = threading.Event()
+        self._baseline, self._at_fork = self._at_fork, {}
+        self._logged = {}
+        self.emitter.after_fork()
+        if self._thread is not None and not self._stopped:
+            self._thread = None
+            self.start()
+            _finalize_in_multiprocessing(self)
+
+
+def _read(sensor: Sensor) -> Any:
+    return sensor.read()  # type: ignore[attr-defined]
+
+
+def _cumulative(sensor: Sensor) -> bool:
+    return isinstance(sensor, Counter | Moments | Histogram)
+
+
+def emit_every(
+    interval: float | timedelta = 10.0,
+    *,
+    collector: Collector | None = None,
+    options: Options | None = None,
+    system: bool = True,
+    clock: Callable[[], int] = _wall_ms,
+) -> Emission:
+    """Emit ``collector`` (the default one) to segment files every ``interval`` seconds.
+
+    Returns the started :class:`Emission`; it also stops itself at interpreter exit.  With
+    ``system`` (the default) the ``biometrics.sys.*`` rusage counters and the process/GC/python
+    runtime sensors are registered and refreshed before each emission.  For many processes
+    sharing a spool, pass ``options=Options.per_process(spool_dir, job)``.
+    """
+    emission = Emission(interval, collector=collector, options=options, system=system, clock=clock)
+    return emission.start()
+
+
+_emissions: weakref.WeakSet[Emission] = weakref.WeakSet()
+_hooks = False
+
+
+def _watch(emission: Emission) -> None:
+    global _hooks  # noqa: PLW0603 - process-wide hooks, installed on first use
+    _emissions.add(emission)
+    if not _hooks:
+        atexit.register(_stop_all)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(
+                before=_each("_before_fork"),
+                after_in_parent=_each("_after_fork_in_parent"),
+                after_in_child=_each("_after_fork_in_child"),
+            )
+        _hooks = True
+
+
+def _each(method: str) -> Callable[[], None]:
+    def hook() -> None:
+        for emission in list(_emissions):
+            with contextlib.suppress(Exception):  # a metrics hook must never break a fork
+                getattr(emission, method)()
+
+    return hook
+
+
+def _stop_all() -> None:
+    for emission in list(_emissions):
+        emission.stop()
+
+
+def _finalize_in_multiprocessing(emission: Emission) -> None:
+    """A multiprocessing child leaves by ``os._exit`` (no atexit): stop by its finalizers."""
+    util: Any = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+
+    def arm(target: Emission) -> None:
+        util.Finalize(target, target.stop, exitpriority=-100)
+
+    with contextlib.suppress(Exception):
+        util.register_after_fork(emission, arm)

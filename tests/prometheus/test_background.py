@@ -1,0 +1,225 @@
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from biometrics import Collector, Counter, Histogram, InvalidValueError
+from biometrics.prometheus import Emission, Options, Reader, Sample, child_prefix, emit_every, parse
+
+DEADLINE = 10.0
+
+
+def wait_for(condition: Callable[[], object], what: str) -> None:
+    end = time.monotonic() + DEADLINE
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def samples(directory: Path, name: str) -> dict[str, list[tuple[float, int | None]]]:
+    """Per segment file: the (value, ts) of every sample called ``name``."""
+    out: dict[str, list[tuple[float, int | None]]] = {}
+    for path in sorted(directory.glob("*.prom")):
+        with open(path, "rb") as f:
+            out[path.name] = [
+                (s.value, s.timestamp_ms) for s in parse(f) if isinstance(s, Sample) and s.name == name
+            ]
+    return out
+
+
+def run_script(source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_child_prefix_swaps_the_pid_component_or_appends_one() -> None:
+    assert child_prefix("spool/web.host.100.", 100, 205) == "spool/web.host.205."
+    assert child_prefix("biometrics.", 100, 205) == "biometrics.205."
+    assert child_prefix("app.1000.", 100, 205) == "app.1000.205."
+
+
+def test_interval_must_be_positive() -> None:
+    with pytest.raises(InvalidValueError, match="positive"):
+        Emission(0, collector=Collector())
+
+
+def test_emits_every_interval_then_once_more_on_stop(tmp_path: Path) -> None:
+    collector = Collector()
+    hits = collector.register(Counter("hits"))
+    emission = emit_every(0.02, collector=collector, options=Options(prefix=tmp_path / "app."))
+    hits.count(7)
+    wait_for(lambda: any(v == 7 for vs in samples(tmp_path, "hits").values() for v, _ in vs),
+             "a periodic emission")  # fmt: skip
+    path = emission.path
+    assert path is not None
+    assert Reader.try_open(path) is None  # locked while the thread writes it
+    hits.click()
+    emission.stop()
+    assert emission.path is None
+    values = [v for vs in samples(tmp_path, "hits").values() for v, _ in vs]
+    assert values[-1] == 8  # the final emission
+    with Reader.try_open(path) as reader:  # type: ignore[union-attr]  # finished: unlocked
+        assert reader is not None
+    emission.stop()  # idempotent
+
+
+def test_system_sensors_are_registered_and_refreshed(tmp_path: Path) -> None:
+    collector = Collector()
+    with emit_every(3600, collector=collector, options=Options(prefix=tmp_path / "a.")):
+        pass
+    got = samples(tmp_path, "process_resident_memory_bytes")
+    assert [v for vs in got.values() for v, _ in vs][0] > 0
+    utime = [v for vs in samples(tmp_path, "biometrics_sys_utime").values() for v, _ in vs]
+    assert utime and utime[0] > 0
+
+
+def test_failures_are_counted_logged_once_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "spool"
+    collector = Collector()
+    hits = collector.register(Counter("hits"))
+    emission = Emission(
+        3600, collector=collector, options=Options(prefix=spool / "app."), system=False
+    )
+    with caplog.at_level(logging.WARNING, logger="biometrics"):
+        assert emission.emit() is False  # the spool does not exist: ENOENT
+        assert emission.emit() is False
+    reports = [r for r in caplog.records if "emission failed (ENOENT)" in r.getMessage()]
+    assert len(reports) == 1, "one report per kind, rate limited"
+    assert str(spool) in reports[0].getMessage()
+    failure = next(
+        s for s in collector.sensors() if s.label == "biometrics.emit.failure"
+    )
+    assert isinstance(failure, Counter)
+    assert dict(failure.labels) == {"kind": "ENOENT"}
+    assert failure.read() == 2
+    spool.mkdir()
+    hits.click()
+    assert emission.emit() is True  # retried: the next emission simply works
+    emission.stop()
+    text = "".join(p.read_text() for p in spool.glob("*.prom"))
+    assert "hits 1 " in text
+    assert 'biometrics_emit_failure{kind="ENOENT"} 2 ' in text
+
+
+def test_a_sensor_that_raises_never_reaches_the_host(tmp_path: Path) -> None:
+    class Broken(Histogram):
+        def read(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    collector = Collector()
+    collector.register(Broken("h"))
+    emission = Emission(3600, collector=collector, options=Options(prefix=tmp_path / "a."))
+    assert emission.emit() is False
+    emission.stop()
+    kinds = {dict(s.labels).get("kind") for s in collector.sensors() if s.label == "biometrics.emit.failure"}
+    assert kinds == {"RuntimeError"}
+
+
+FORK = """
+import os, sys, time
+import biometrics as b
+from biometrics.prometheus import emit_every, Options
+spool = sys.argv[1]
+c = b.Collector()
+hits = c.register(b.Counter("hits"))
+h = c.register(b.Histogram("latency"))
+hits.count(5)
+h.observe(1.0)
+em = emit_every(0.02, collector=c, options=Options.per_process(spool, "web", host="h"))
+deadline = time.monotonic() + 10
+while em.path is None and time.monotonic() < deadline:
+    time.sleep(0.005)
+pid = os.fork()
+if pid == 0:
+    hits.count(1000)
+    h.observe(2.0)
+    sys.exit(0)  # atexit: the child's last emission
+_, status = os.waitpid(pid, 0)
+hits.click()
+em.stop()
+print(os.getpid(), pid, status)
+"""
+
+
+def test_fork_child_writes_its_own_source_and_never_the_parents_segment(tmp_path: Path) -> None:
+    done = run_script(FORK, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    parent, child, status = (int(x) for x in done.stdout.split())
+    assert status == 0
+    got = samples(tmp_path, "hits")
+    mine = {n: v for n, v in got.items() if n.startswith(f"web.h.{parent}.")}
+    theirs = {n: v for n, v in got.items() if n.startswith(f"web.h.{child}.")}
+    assert mine and theirs and len(mine) + len(theirs) == len(got)
+    parent_values = [v for vs in mine.values() for v, _ in vs]
+    child_values = [v for vs in theirs.values() for v, _ in vs]
+    assert parent_values[-1] == 6 and max(parent_values) == 6  # no child count leaked in
+    assert child_values[-1] == 1000  # counted from the fork, not from the parent's 5
+    for name in mine:  # the child did not flush the parent's buffered lines at its exit
+        lines = [ln for ln in (tmp_path / name).read_text().splitlines() if not ln.startswith("#")]
+        assert len(lines) == len(set(lines))
+    counts = samples(tmp_path, "latency_count")
+    assert [v for n, vs in counts.items() if n.startswith(f"web.h.{child}.") for v, _ in vs][-1] == 1
+
+
+MULTIPROCESSING = """
+import multiprocessing, sys, time
+import biometrics as b
+from biometrics.prometheus import emit_every, Options
+c = b.Collector()
+jobs = c.register(b.Counter("jobs"))
+em = emit_every(3600, collector=c, options=Options(prefix=sys.argv[1] + "/batch."), system=False)
+
+def work(n):
+    jobs.count(n)
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=work, args=(n,)) for n in (10, 20, 30)]
+    for p in procs: p.start()
+    for p in procs: p.join(30)
+    print(",".join(str(p.pid) for p in procs), [p.exitcode for p in procs])
+    em.stop()
+"""
+
+
+def test_multiprocessing_children_emit_on_their_way_out(tmp_path: Path) -> None:
+    """multiprocessing children leave by os._exit: no atexit, so a finalizer emits."""
+    done = run_script(MULTIPROCESSING, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    pids = done.stdout.split()[0].split(",")
+    got = samples(tmp_path, "jobs")
+    finals = {pid: [v for n, vs in got.items() if n.startswith(f"batch.{pid}.") for v, _ in vs]
+              for pid in pids}  # fmt: skip
+    assert sorted(vs[-1] for vs in finals.values()) == [10, 20, 30]
+
+
+AT_EXIT = """
+import sys
+import biometrics as b
+from biometrics.prometheus import emit_every, Options
+c = b.Collector()
+c.register(b.Counter("done")).count(42)
+emit_every(3600, collector=c, options=Options(prefix=sys.argv[1] + "/job."), system=False)
+"""
+
+
+def test_interpreter_exit_emits_once_more(tmp_path: Path) -> None:
+    done = run_script(AT_EXIT, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert [v for vs in samples(tmp_path, "done").values() for v, _ in vs] == [42]
+    assert os.listdir(tmp_path) == [p.name for p in tmp_path.glob("job.*.prom")]

@@ -1,0 +1,75 @@
+import gc
+import os
+import resource
+import time
+
+from biometrics import Collector, Counter, RuntimeSensors, SystemSensors
+from biometrics.system import RUSAGE_FIELDS, rusage_values
+
+
+def burn_cpu(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_rusage_counters_follow_getrusage_in_microseconds() -> None:
+    sensors = SystemSensors()
+    sensors.poll()
+    before = sensors.counters["utime"].read()
+    burn_cpu(0.05)
+    sensors.poll()
+    after = sensors.counters["utime"].read()
+    assert after - before >= 40_000  # 50 ms of CPU, in µs
+    usage = rusage_values(resource.getrusage(resource.RUSAGE_SELF))
+    assert abs(usage["utime"] - after) < 1_000_000
+    assert set(sensors.counters) == set(RUSAGE_FIELDS)
+    assert [c.label for c in sensors.sensors()] == [
+        *(f"biometrics.sys.{f}" for f in RUSAGE_FIELDS), "biometrics.sys.errors"
+    ]
+
+
+def test_counters_never_go_backwards() -> None:
+    sensors = SystemSensors(prefix="x.")
+    sensors.update(dict.fromkeys(RUSAGE_FIELDS, 100))
+    sensors.update(dict.fromkeys(RUSAGE_FIELDS, 40))  # a restarted source
+    assert all(c.read() == 100 for c in sensors.counters.values())
+    sensors.update(dict.fromkeys(RUSAGE_FIELDS, 150))
+    assert all(c.read() == 150 for c in sensors.counters.values())
+
+
+def test_a_failed_reading_counts_in_errors_and_never_raises() -> None:
+    sensors = SystemSensors(who=-12345)  # not a valid `who`
+    sensors.poll()
+    assert sensors.errors.read() == 1
+    assert all(c.read() == 0 for c in sensors.counters.values())
+
+
+def test_registering_twice_on_one_collector_is_harmless() -> None:
+    collector = Collector()
+    SystemSensors().register(collector)
+    SystemSensors().register(collector)
+    labels = [s.label for s in collector.sensors()]
+    assert labels.count("biometrics.sys.utime") == 1
+
+
+def test_runtime_sensors_read_the_process() -> None:
+    sensors = RuntimeSensors()
+    gc.collect()
+    sensors.poll()
+    assert sensors.errors.read() == 0
+    assert sensors.resident.read() > 1_000_000
+    assert sensors.virtual.read() >= sensors.resident.read()
+    assert 0 < sensors.open_fds.read() <= sensors.max_fds.read()
+    assert sensors.max_fds.read() == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert sensors.threads.read() >= 1
+    assert time.time() - 3600 * 24 < sensors.start_time.read() <= time.time()
+    collections = sensors.gc[("collections", "2")]
+    before = collections.read()
+    assert before >= 1
+    gc.collect()
+    sensors.poll()
+    assert collections.read() == before + 1
+    assert dict(sensors.info.labels)["version"].startswith(f"{os.sys.version_info.major}.")
+    assert sensors.info.read() == 1
+    assert all(isinstance(s, Counter) for s in sensors.gc.values())
