@@ -30,7 +30,9 @@ def samples(directory: Path, name: str) -> dict[str, list[tuple[float, int | Non
     for path in sorted(directory.glob("*.prom")):
         with open(path, "rb") as f:
             out[path.name] = [
-                (s.value, s.timestamp_ms) for s in parse(f) if isinstance(s, Sample) and s.name == name
+                (s.value, s.timestamp_ms)
+                for s in parse(f)
+                if isinstance(s, Sample) and s.name == name
             ]
     return out
 
@@ -101,9 +103,7 @@ def test_failures_are_counted_logged_once_and_retried(
     reports = [r for r in caplog.records if "emission failed (ENOENT)" in r.getMessage()]
     assert len(reports) == 1, "one report per kind, rate limited"
     assert str(spool) in reports[0].getMessage()
-    failure = next(
-        s for s in collector.sensors() if s.label == "biometrics.emit.failure"
-    )
+    failure = next(s for s in collector.sensors() if s.label == "biometrics.emit.failure")
     assert isinstance(failure, Counter)
     assert dict(failure.labels) == {"kind": "ENOENT"}
     assert failure.read() == 2
@@ -126,7 +126,11 @@ def test_a_sensor_that_raises_never_reaches_the_host(tmp_path: Path) -> None:
     emission = Emission(3600, collector=collector, options=Options(prefix=tmp_path / "a."))
     assert emission.emit() is False
     emission.stop()
-    kinds = {dict(s.labels).get("kind") for s in collector.sensors() if s.label == "biometrics.emit.failure"}
+    kinds = {
+        dict(s.labels).get("kind")
+        for s in collector.sensors()
+        if s.label == "biometrics.emit.failure"
+    }
     assert kinds == {"RuntimeError"}
 
 
@@ -173,7 +177,9 @@ def test_fork_child_writes_its_own_source_and_never_the_parents_segment(tmp_path
         lines = [ln for ln in (tmp_path / name).read_text().splitlines() if not ln.startswith("#")]
         assert len(lines) == len(set(lines))
     counts = samples(tmp_path, "latency_count")
-    assert [v for n, vs in counts.items() if n.startswith(f"web.h.{child}.") for v, _ in vs][-1] == 1
+    assert [v for n, vs in counts.items() if n.startswith(f"web.h.{child}.") for v, _ in vs][
+        -1
+    ] == 1
 
 
 MULTIPROCESSING = """
