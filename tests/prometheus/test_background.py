@@ -83,7 +83,7 @@ def test_system_sensors_are_registered_and_refreshed(tmp_path: Path) -> None:
     with emit_every(3600, collector=collector, options=Options(prefix=tmp_path / "a.")):
         pass
     got = samples(tmp_path, "process_resident_memory_bytes")
-    assert [v for vs in got.values() for v, _ in vs][0] > 0
+    assert next(v for vs in got.values() for v, _ in vs) > 0
     utime = [v for vs in samples(tmp_path, "biometrics_sys_utime").values() for v, _ in vs]
     assert utime and utime[0] > 0
 
