@@ -12,6 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
+from ._commands import add_commands, handlers
 from ._version import __version__
 from .errors import BiometricsError, StateError
 from .exporter import GAUGE_MODES, ExporterOptions, MergeRules
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=duration_ms, default=None,
                       help="stop after this long (default: run until Ctrl-C)")  # fmt: skip
     _serve_arguments(demo, listen="127.0.0.1:9464")
+    add_commands(commands)
     return parser
 
 
@@ -321,6 +323,8 @@ def run(argv: Sequence[str], out: TextIO, *, stop: threading.Event | None = None
             return _demo(args, out, stop)
         if args.command == "ship":
             return _ship(args, stop)
+        if args.command in handlers:
+            return handlers[args.command](args, out)
     except _Exit as e:
         print(f"biometrics {args.command}: {e}", file=sys.stderr)
         return e.code

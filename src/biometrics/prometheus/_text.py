@@ -223,7 +223,7 @@ def openmetrics_family_name(family: Family) -> str:
 
 
 def openmetrics_type(family: Family) -> str:
-    """The family's type, except a counter not named ``*_total`` is ``unknown``.
+    """The family's type, except ``untyped`` and a counter not named ``*_total`` are ``unknown``.
 
     An OpenMetrics counter's sample must be called ``<family>_total``, so Prometheus would store
     ``x_count`` as ``x_count_total`` when scraping OpenMetrics but ``x_count`` over 0.0.4.
@@ -231,7 +231,7 @@ def openmetrics_type(family: Family) -> str:
     """
     if family.type == "counter" and not family.name.endswith("_total"):
         return "unknown"
-    return family.type
+    return "unknown" if family.type == "untyped" else family.type
 
 
 def sample_line(sample: Sample, timestamp: str = "") -> str:

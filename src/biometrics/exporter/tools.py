@@ -1,0 +1,213 @@
+"""Offline tools over segment files: ``cat`` (merged or raw), ``check`` and ``backfill``.
+
+None of them consumes, locks or changes a segment: a file still being written is read up to its
+last complete line.  Samples are kept in memory (about 150 bytes each), which suits the
+backfill of days of one service; split larger jobs by directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ..errors import BiometricsError, ParseError
+from ..prometheus import Metadata, Parse, Reader, Sample
+from ..prometheus._text import Family, format_count, render_labels, render_page
+from .segments import readings, source_of
+from .store import Store
+
+__all__ = ["Timeline", "check", "merged_page", "segment_files", "timeline"]
+
+Progress = Callable[[int, int], None]
+"""Called with (files done, files in all) after each file."""
+
+
+def segment_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Each path, with directories replaced by their ``*.prom`` files in name order."""
+    out: list[str] = []
+    for path in [os.fspath(p) for p in paths]:
+        if os.path.isdir(path):
+            names = sorted(n for n in os.listdir(path) if n.endswith(".prom"))
+            out.extend(os.path.join(path, n) for n in names)
+        elif os.path.exists(path):
+            out.append(path)
+        else:
+            raise BiometricsError(f"{path}: no such file or directory")
+    return out
+
+
+def _source_and_time(path: str) -> tuple[str, int]:
+    """The segment's source and time from its name; else the file name and its mtime."""
+    name = os.path.basename(path)
+    parsed = source_of(name)
+    if parsed is not None:
+        return parsed
+    return name, int(os.stat(path).st_mtime * 1000)
+
+
+def _parse_each(files: list[str], progress: Progress | None) -> Iterator[tuple[str, Parse]]:
+    for done, path in enumerate(files, 1):
+        with open(path, "rb") as f:
+            yield path, Parse(f, path=path)
+        if progress is not None:
+            progress(done, len(files))
+
+
+def merged_page(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    openmetrics: bool = False,
+    progress: Progress | None = None,
+) -> tuple[str, list[ParseError]]:
+    """The page ``biometrics serve`` would show after taking these files, and their problems."""
+    store = Store()
+    problems: list[ParseError] = []
+    for path, parsed in _parse_each(segment_files(paths), progress):
+        source, default_ts = _source_and_time(path)
+        items = list(readings(parsed, default_ts))
+        for item in items:
+            if isinstance(item, Metadata) and item.kind == "HELP":
+                store.set_help(item.name, item.text)
+        store.ingest(source, [r for r in items if not isinstance(r, Metadata)])
+        problems.extend(parsed.problems)
+    return store.render(openmetrics=openmetrics), problems
+
+
+@dataclass
+class Timeline:
+    """Every sample of a set of segments, by family, each series in time order."""
+
+    families: dict[str, Family] = field(default_factory=dict)
+    samples: dict[str, list[tuple[int, int, Sample]]] = field(default_factory=dict)
+    helps: dict[str, str] = field(default_factory=dict)
+    shared: set[str] = field(default_factory=set)
+    """Series (rendered ``name{labels}``) that more than one source wrote."""
+    problems: list[ParseError] = field(default_factory=list)
+    count: int = 0
+
+    def take_metadata(self, item: Metadata, types: dict[str, str], parsed: Parse) -> None:
+        """Record a file's HELP or TYPE line; a type contradicting another file's is a problem."""
+        if item.kind == "HELP":
+            self.helps.setdefault(item.name, item.text)
+            return
+        if item.kind != "TYPE":
+            return
+        types[item.name] = item.text
+        known = self.families.get(item.name)
+        if known is None:
+            self.families[item.name] = Family(item.name, item.text, None)
+            self.samples[item.name] = []
+        elif known.type != item.text:
+            parsed.report(item.line, f"{item.name} is a {known.type} in an earlier file; "
+                          f"this TYPE {item.text} is ignored")  # fmt: skip
+
+    def render(self, *, openmetrics: bool = False) -> str:
+        """0.0.4 text with millisecond timestamps, or OpenMetrics with seconds and ``# EOF``."""
+
+        def rows(name: str) -> Iterator[tuple[tuple[str, str, str], int]]:
+            for ts, _, s in sorted(self.samples[name], key=lambda r: (r[0], r[1])):
+                value = format_count(s.value) if math.isfinite(s.value) else _special(s.value)
+                yield (s.name, render_labels(s.labels), value), ts
+
+        for name, family in self.families.items():
+            family.help = self.helps.get(name)
+        page = ((self.families[n], rows(n)) for n in sorted(self.families))
+        return render_page(page, openmetrics=openmetrics)
+
+
+def _special(x: float) -> str:
+    return "NaN" if math.isnan(x) else ("+Inf" if x > 0 else "-Inf")
+
+
+def _family_of(name: str, types: dict[str, str]) -> str:
+    for suffix in ("_bucket", "_sum", "_count", "_created", "_total"):
+        base = name.removesuffix(suffix)
+        if base != name and types.get(base) in ("histogram", "summary"):
+            return base
+    return name
+
+
+def timeline(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    source_label: str | None = None,
+    progress: Progress | None = None,
+) -> Timeline:
+    """Collect every sample with its time (the segment's name time when a line has none).
+
+    With ``source_label``, each sample gets that label set to its segment's source (an existing
+    label of that name becomes ``exported_<name>``), so several processes writing one series
+    stay apart instead of interleaving.
+    """
+    out = Timeline()
+    order = 0
+    writer: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+    for path, parsed in _parse_each(segment_files(paths), progress):
+        source, default_ts = _source_and_time(path)
+        types: dict[str, str] = {}
+        for item in parsed:
+            if isinstance(item, Metadata):
+                out.take_metadata(item, types, parsed)
+                continue
+            family = _family_of(item.name, types)
+            if family not in out.families:
+                out.families[family] = Family(family, "untyped", None)
+                out.samples[family] = []
+            sample = item
+            if source_label is not None:
+                sample = item._replace(labels=_with_label(item.labels, source_label, source))
+            elif writer.setdefault((item.name, item.labels), source) != source:
+                out.shared.add(item.name + render_labels(item.labels))
+            ts = item.timestamp_ms if item.timestamp_ms is not None else default_ts
+            out.samples[family].append((ts, order, sample))
+            order += 1
+        out.problems.extend(parsed.problems)
+    out.count = order
+    return out
+
+
+def _with_label(
+    labels: tuple[tuple[str, str], ...], name: str, value: str
+) -> tuple[tuple[str, str], ...]:
+    pairs = [(f"exported_{k}" if k == name else k, v) for k, v in labels]
+    pairs.append((name, value))
+    return tuple(sorted(pairs))
+
+
+def check(
+    paths: Iterable[str | os.PathLike[str]], *, progress: Progress | None = None
+) -> tuple[int, list[str]]:
+    """``(files checked, problems)``; each problem reads ``file:line: message``.
+
+    A file is checked as the exporter reads it: names, lines, and whole readings (histogram
+    buckets, moments).  A torn last line is a problem only in a finished file; in one still
+    locked by its writer it is the line being written.
+    """
+    files = segment_files(paths)
+    problems: list[str] = []
+    for path, parsed in _parse_each(files, progress):
+        name = os.path.basename(path)
+        parsed_name = source_of(name)
+        if parsed_name is None:
+            problems.append(f"{path}:0: name is not <prefix><epoch_ms>.prom; the exporter "
+                            "quarantines it")  # fmt: skip
+        for _ in readings(parsed, parsed_name[1] if parsed_name else 0):
+            pass
+        found = parsed.problems
+        if parsed.truncated and _still_written(path):
+            found = parsed.malformed
+        problems.extend(str(p) for p in found)
+    return len(files), problems
+
+
+def _still_written(path: str) -> bool:
+    try:
+        reader = Reader.try_open(path)
+    except OSError:
+        return False
+    if reader is None:
+        return True
+    reader.close()
+    return False

@@ -1,0 +1,116 @@
+"""Run a command and emit its ``biometrics.sys.*`` usage: the seed's ``with-system-metrics``.
+
+``getrusage(RUSAGE_CHILDREN)`` only covers children that have been waited for, so while the
+command runs its usage is read from ``/proc/<pid>`` (Linux; the command and the children *it*
+has waited for), and the exact figure is taken from ``getrusage`` once it has exited.  Both are
+deltas from a baseline taken before the start; the counters only ever go up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from ..collector import Collector
+from ..system import SystemSensors, rusage_values
+from .emitter import Emitter, Options
+
+__all__ = ["proc_usage", "supervise"]
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
+def proc_usage(pid: int) -> dict[str, int]:
+    """``pid``'s usage so far from ``/proc``, in ``getrusage`` units (µs, counts, 512 B blocks).
+
+    Counts the process and its waited-for children, as ``getrusage`` would report it after a
+    wait.  Raises ``OSError`` where there is no ``/proc`` or the process is gone.
+    """
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state) of proc(5): minflt is 10, utime 14, cstime 17.
+    minflt, cminflt, majflt, cmajflt, utime, stime, cutime, cstime = (int(x) for x in fields[7:15])
+    tick = 1_000_000 / os.sysconf("SC_CLK_TCK")
+    usage = {
+        "utime": round((utime + cutime) * tick),
+        "stime": round((stime + cstime) * tick),
+        "minflt": minflt + cminflt,
+        "majflt": majflt + cmajflt,
+    }
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        status = dict(line.split(":", 1) for line in f if ":" in line)
+    usage["nvcsw"] = int(status["voluntary_ctxt_switches"])
+    usage["nivcsw"] = int(status["nonvoluntary_ctxt_switches"])
+    with contextlib.suppress(OSError):  # /proc/<pid>/io may be refused (ptrace rules)
+        with open(f"/proc/{pid}/io", encoding="ascii") as f:
+            io = {k: int(v) for k, v in (line.split(":", 1) for line in f if ":" in line)}
+        usage["inblock"] = io["read_bytes"] // 512
+        usage["oublock"] = io["write_bytes"] // 512
+    return usage
+
+
+def _children() -> dict[str, int]:
+    return rusage_values(resource.getrusage(resource.RUSAGE_CHILDREN))
+
+
+def supervise(
+    command: Sequence[str],
+    *,
+    poll_seconds: float = 1.0,
+    options: Options | None = None,
+    clock: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> int:
+    """Run ``command``, emitting its usage every ``poll_seconds`` and once when it exits.
+
+    Returns its exit code, or 128 + the signal that killed it.  SIGINT and SIGTERM received
+    meanwhile (in the main thread) are passed on to it.  Raises ``OSError`` when it cannot be
+    started.  ``started`` is called with the running process (for tests and embedding).
+    """
+    collector = Collector()
+    sensors = SystemSensors().register(collector)
+    baseline = _children()
+    process = subprocess.Popen(list(command))
+    if started is not None:
+        started(process)
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            with contextlib.suppress(OSError):
+                process.send_signal(signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    try:
+        with Emitter(options) as emitter:
+            collector.register(emitter.failures)
+
+            def emit(usage: dict[str, int]) -> None:
+                sensors.update(usage)
+                with contextlib.suppress(Exception):  # a full disk must not lose the exit code
+                    collector.emit(emitter, clock())
+
+            while True:
+                try:
+                    code = process.wait(poll_seconds)
+                    break
+                except subprocess.TimeoutExpired:
+                    try:
+                        running = proc_usage(process.pid)
+                    except (OSError, ValueError, KeyError, IndexError):
+                        sensors.errors.click()
+                        running = {}
+                    emit(running)
+            final = _children()
+            emit({k: final[k] - baseline[k] for k in final})
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+    return code if code >= 0 else 128 - code
