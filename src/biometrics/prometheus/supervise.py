@@ -77,17 +77,30 @@ def supervise(
     collector = Collector()
     sensors = SystemSensors().register(collector)
     baseline = _children()
-    process = subprocess.Popen(list(command))
-    if started is not None:
-        started(process)
+    running: list[subprocess.Popen[bytes]] = []
+    early: list[int] = []
     previous: dict[int, object] = {}
     if threading.current_thread() is threading.main_thread():
 
         def forward(signum: int, _frame: FrameType | None) -> None:
+            if not running:
+                early.append(signum)  # before the start: delivered right after it
+                return
             with contextlib.suppress(OSError):
-                process.send_signal(signum)
+                running[0].send_signal(signum)
 
         previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    try:
+        process = subprocess.Popen(list(command))
+    except BaseException:
+        _restore(previous)
+        raise
+    running.append(process)
+    for signum in early:
+        with contextlib.suppress(OSError):
+            process.send_signal(signum)
+    if started is not None:
+        started(process)
     try:
         with Emitter(options) as emitter:
             collector.register(emitter.failures)
@@ -103,14 +116,18 @@ def supervise(
                     break
                 except subprocess.TimeoutExpired:
                     try:
-                        running = proc_usage(process.pid)
+                        so_far = proc_usage(process.pid)
                     except (OSError, ValueError, KeyError, IndexError):
                         sensors.errors.click()
-                        running = {}
-                    emit(running)
+                        so_far = {}
+                    emit(so_far)
             final = _children()
             emit({k: final[k] - baseline[k] for k in final})
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+        _restore(previous)
     return code if code >= 0 else 128 - code
+
+
+def _restore(previous: dict[int, object]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)  # type: ignore[arg-type]

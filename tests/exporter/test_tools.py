@@ -1,0 +1,108 @@
+import io
+from pathlib import Path
+
+import pytest
+
+from biometrics import BiometricsError, Collector, Counter, Histogram
+from biometrics.exporter._bar import ProgressBar
+from biometrics.exporter.tools import check, merged_page, segment_files, timeline
+from biometrics.prometheus import Emitter, Options
+
+T0 = 1_700_000_000_000
+
+
+def write_sources(spool: Path, sources: dict[str, int], emits: int = 3) -> None:
+    """Each source counts ``clicks`` per emit and observes 0.5 once per emit."""
+    spool.mkdir(exist_ok=True)
+    for name, clicks in sources.items():
+        c = Collector()
+        jobs = c.register(Counter("jobs.done_total", help="Jobs done."))
+        lat = c.register(Histogram("lat.seconds"))
+        with Emitter(Options(prefix=spool / f"{name}.")) as e:
+            for step in range(emits):
+                jobs.count(clicks)
+                lat.observe(0.5)
+                c.emit(e, T0 + step * 1000)
+
+
+def test_segment_files_expands_directories_and_names_a_missing_path(tmp_path: Path) -> None:
+    write_sources(tmp_path, {"a": 1, "b": 2})
+    (tmp_path / "notes.txt").write_text("x")
+    assert [Path(p).name for p in segment_files([tmp_path])] == [
+        f"a.{T0}.prom",
+        f"b.{T0}.prom",
+    ]
+    with pytest.raises(BiometricsError, match="nope: no such file"):
+        segment_files([tmp_path / "nope"])
+
+
+def test_merged_page_sums_sources_like_serve(tmp_path: Path) -> None:
+    write_sources(tmp_path, {"a": 1, "b": 2})
+    page, problems = merged_page([tmp_path])
+    assert problems == []
+    assert "jobs_done_total 9\n" in page  # 3 + 6
+    assert "lat_seconds_count 6\n" in page
+    assert "# HELP jobs_done_total Jobs done.\n" in page
+    om, _ = merged_page([tmp_path], openmetrics=True)
+    assert om.endswith("# EOF\n") and "# TYPE jobs_done counter\n" in om
+
+
+def test_timeline_keeps_every_sample_in_time_order_per_series(tmp_path: Path) -> None:
+    write_sources(tmp_path, {"a": 1})
+    lines = timeline([tmp_path])
+    text = lines.render()
+    jobs = [ln for ln in text.splitlines() if ln.startswith("jobs_done_total")]
+    assert jobs == [f"jobs_done_total {n} {T0 + (n - 1) * 1000}" for n in (1, 2, 3)]
+    om = timeline([tmp_path]).render(openmetrics=True)
+    assert f"jobs_done_total 3 {(T0 + 2000) // 1000}\n" in om
+    assert om.endswith("# EOF\n")
+    assert lines.shared == set()
+
+
+def test_two_sources_of_one_series_are_flagged_or_labelled_apart(tmp_path: Path) -> None:
+    write_sources(tmp_path, {"a": 1, "b": 2})
+    assert "jobs_done_total" in timeline([tmp_path]).shared
+    labelled = timeline([tmp_path], source_label="src")
+    assert labelled.shared == set()
+    text = labelled.render()
+    assert f'jobs_done_total{{src="a"}} 3 {T0 + 2000}' in text
+    assert f'jobs_done_total{{src="b"}} 6 {T0 + 2000}' in text
+
+
+def test_check_reports_file_and_line_and_spares_a_live_segments_tail(tmp_path: Path) -> None:
+    write_sources(tmp_path, {"a": 1})
+    bad = tmp_path / f"bad.{T0}.prom"
+    bad.write_text("ok_metric 1\nnot a sample line\nlast_torn 1")
+    (tmp_path / "noname.prom").write_text("x 1\n")
+    files, problems = check([tmp_path])
+    assert files == 3
+    assert any(p.startswith(f"{bad}:2: ") for p in problems)
+    assert any(p.startswith(f"{bad}:3: ") for p in problems), "a finished file's torn tail"
+    assert any(p.startswith(f"{tmp_path / 'noname.prom'}:0: name") for p in problems)
+    c = Collector()
+    with Emitter(Options(prefix=tmp_path / "live.")) as e:
+        c.emit(e, T0)
+        assert e.path is not None
+        with open(e.path, "a") as f:
+            f.write("half_writ")
+        _, live = check([e.path])
+        assert live == [], "a locked segment's tail is the line being written"
+
+
+def test_progress_bar_draws_on_a_terminal_only() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    clock = iter(range(1000))
+    bar = ProgressBar(tty, min_total=2, interval=0.5, clock=lambda: float(next(clock)))
+    for i in range(1, 5):
+        bar(i, 4)
+    assert "files [" in tty.getvalue() and "4/4" in tty.getvalue()
+    bar.close()
+    assert tty.getvalue().endswith("\r")
+    quiet = ProgressBar(pipe, min_total=0)
+    quiet(1, 1)
+    quiet.close()
+    assert pipe.getvalue() == ""

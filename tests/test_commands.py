@@ -1,0 +1,163 @@
+"""The CLI's process and file commands, run in-process."""
+
+import io
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from biometrics import Collector, Counter
+from biometrics.cli import run
+from biometrics.prometheus import Emitter, Options, Sample, parse
+from biometrics.prometheus.supervise import proc_usage
+
+T0 = 1_700_000_000_000
+
+
+def values(spool: Path, name: str) -> list[float]:
+    out: list[float] = []
+    for path in sorted(spool.glob("*.prom")):
+        with open(path, "rb") as f:
+            out += [s.value for s in parse(f) if isinstance(s, Sample) and s.name == name]
+    return out
+
+
+def wrap(tmp_path: Path, *argv: str, poll: str = "0.05") -> int:
+    prefix = str(tmp_path / "spool" / "wrapped.")
+    (tmp_path / "spool").mkdir(exist_ok=True)
+    return run(["with-system-metrics", "--poll-in-seconds", poll, "--prefix", prefix, "--",
+                *argv], io.StringIO())  # fmt: skip
+
+
+BURN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+
+
+def test_with_system_metrics_emits_monotonic_child_usage(tmp_path: Path) -> None:
+    assert wrap(tmp_path, sys.executable, "-c", BURN) == 0
+    spool = tmp_path / "spool"
+    utime = values(spool, "biometrics_sys_utime")
+    stime = values(spool, "biometrics_sys_stime")
+    assert len(utime) >= 3, "sampled while running, then once at exit"
+    assert utime == sorted(utime), "never decreasing"
+    assert utime[-1] + stime[-1] >= 280_000  # 0.3 s of CPU in µs, from getrusage at exit
+    assert values(spool, "biometrics_sys_minflt")[-1] > 0
+    assert values(spool, "biometrics_sys_errors")[-1] == 0
+
+
+def test_exit_code_and_signal_are_passed_back(tmp_path: Path) -> None:
+    assert wrap(tmp_path, sys.executable, "-c", "raise SystemExit(3)") == 3
+    kill = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    assert wrap(tmp_path, sys.executable, "-c", kill) == 128 + signal.SIGKILL
+
+
+def test_sigterm_is_forwarded_to_the_command(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    script = f"import pathlib, time\npathlib.Path({str(ready)!r}).touch()\ntime.sleep(60)"
+
+    def signal_us() -> None:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    sender = threading.Thread(target=signal_us)
+    sender.start()
+    started = time.monotonic()
+    code = wrap(tmp_path, sys.executable, "-c", script)
+    sender.join()
+    assert code == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 30
+    assert signal.getsignal(signal.SIGTERM) == before, "our handler is removed again"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--poll-in-seconds", "0", "--", "true"], "must be > 0"),
+        (["--poll-in-seconds", "-1", "--", "true"], "must be > 0"),
+        (["--"], "no command given"),
+        ([], "no command given"),
+        (["--", "/nonexistent/command"], "cannot start '/nonexistent/command'"),
+    ],
+)
+def test_bad_invocations_exit_2_with_a_message(
+    tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefix = str(tmp_path / "w.")
+    assert run(["with-system-metrics", "--prefix", prefix, *argv], io.StringIO()) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_proc_usage_reads_a_running_process() -> None:
+    usage = proc_usage(os.getpid())
+    assert usage["utime"] > 0 and usage["nvcsw"] >= 0
+    assert set(usage) >= {"utime", "stime", "minflt", "majflt", "nvcsw", "nivcsw"}
+
+
+def emit_two_sources(spool: Path) -> None:
+    spool.mkdir()
+    for name, n in (("a", 1), ("b", 2)):
+        c = Collector()
+        jobs = c.register(Counter("jobs.done_total"))
+        with Emitter(Options(prefix=spool / f"{name}.")) as e:
+            for step in range(2):
+                jobs.count(n)
+                c.emit(e, T0 + step * 1000)
+
+
+def test_cat_merged_raw_and_openmetrics(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    emit_two_sources(spool)
+    out = io.StringIO()
+    assert run(["cat", str(spool)], out) == 0
+    assert "jobs_done_total 6\n" in out.getvalue()
+    out = io.StringIO()
+    assert run(["cat", "--raw", "--source-label", "src", str(spool)], out) == 0
+    assert f'jobs_done_total{{src="b"}} 4 {T0 + 1000}\n' in out.getvalue()
+    out = io.StringIO()
+    assert run(["cat", "--raw", "--openmetrics", str(spool / f"a.{T0}.prom")], out) == 0
+    assert f"jobs_done_total 2 {(T0 + 1000) // 1000}\n" in out.getvalue()
+    assert out.getvalue().endswith("# EOF\n")
+
+
+def test_cat_and_check_name_a_missing_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["cat", str(tmp_path / "gone")], io.StringIO()) == 2
+    assert f"{tmp_path / 'gone'}: no such file" in capsys.readouterr().err
+    assert run(["check", str(tmp_path / "gone")], io.StringIO()) == 2
+
+
+def test_check_exit_codes(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    emit_two_sources(spool)
+    out = io.StringIO()
+    assert run(["check", str(spool)], out) == 0
+    assert out.getvalue() == ""
+    (spool / f"c.{T0}.prom").write_text('ok 1\nbad{x="1" 2\n')
+    assert run(["check", str(spool)], out) == 1
+    assert out.getvalue().startswith(f"{spool / f'c.{T0}.prom'}:2: ")
+
+
+def test_backfill_writes_openmetrics_in_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spool = tmp_path / "spool"
+    emit_two_sources(spool)
+    target = tmp_path / "out.om"
+    assert run(["backfill", str(spool), "--out", str(target)], io.StringIO()) == 0
+    err = capsys.readouterr().err
+    assert "more than one source" in err and "--source-label" in err
+    assert "samples in" in err
+    assert run(["backfill", str(spool), "--out", str(target), "--source-label", "src"],
+               io.StringIO()) == 0  # fmt: skip
+    text = target.read_text()
+    assert text.endswith("# EOF\n")
+    assert f'jobs_done_total{{src="a"}} 1 {T0 // 1000}\n' in text
+    assert "more than one source" not in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backfill")] == []
