@@ -2,7 +2,7 @@
 
 from ..errors import ParseError, SegmentError
 from ._text import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, prometheus_name
-from .background import Emission, emit_every
+from .background import Bridge, Emission, emit_every
 from .emitter import Emitter, Options, child_prefix
 from .parser import Metadata, Parse, Sample, parse
 from .reader import Reader
@@ -12,6 +12,7 @@ from .watcher import Watcher
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",
     "TEXT_CONTENT_TYPE",
+    "Bridge",
     "Emission",
     "Emitter",
     "Metadata",

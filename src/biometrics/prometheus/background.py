@@ -18,9 +18,9 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from ..collector import Collector, default_collector
 from ..errors import DuplicateSensorError, InvalidValueError
@@ -30,7 +30,7 @@ from ..sensors import Counter, Gauge, Sensor
 from ..system import RuntimeSensors, SystemSensors
 from .emitter import Emitter, Options
 
-__all__ = ["Emission", "emit_every"]
+__all__ = ["Bridge", "Emission", "emit_every"]
 
 LOGGER = logging.getLogger("biometrics")
 LOG_EVERY_SECONDS = 300.0
@@ -47,6 +47,12 @@ def _kind_of(error: BaseException) -> str:
     if isinstance(number, int) and number in errno.errorcode:
         return errno.errorcode[number]
     return type(error).__name__
+
+
+class Bridge(Protocol):
+    """Something that writes its own families at each emission (see ``bridge.py``)."""
+
+    def emit(self, emitter: Emitter, now_ms: int) -> None: ...
 
 
 class _Shifted:
@@ -106,6 +112,7 @@ class Emission:
         collector: Collector | None = None,
         options: Options | None = None,
         system: bool = True,
+        bridges: Sequence[Bridge] = (),
         clock: Callable[[], int] = _wall_ms,
     ) -> None:
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
@@ -115,6 +122,7 @@ class Emission:
         self.collector = collector if collector is not None else default_collector()
         self.emitter = Emitter(options)
         self._clock = clock
+        self._bridges = tuple(bridges)
         self._polls: list[Callable[[], None]] = []
         if system:
             for sensors in (SystemSensors(), RuntimeSensors()):
@@ -170,12 +178,20 @@ class Emission:
                 with contextlib.suppress(Exception):
                     poll()
             target = _SinceFork(self.emitter, self._baseline) if self._baseline else self.emitter
+            now_ms = self._clock()
+            ok = True
+            for bridge in self._bridges:
+                try:
+                    bridge.emit(self.emitter, now_ms)
+                except Exception as e:  # the host must never see our failures
+                    self._failed(e)
+                    ok = False
             try:
-                self.collector.emit(target, self._clock())
-            except Exception as e:  # the host must never see our failures
+                self.collector.emit(target, now_ms)
+            except Exception as e:
                 self._failed(e)
                 return False
-            return True
+            return ok
 
     def _failed(self, error: Exception) -> None:
         kind = _kind_of(error)
@@ -261,6 +277,7 @@ def emit_every(
     collector: Collector | None = None,
     options: Options | None = None,
     system: bool = True,
+    bridges: Sequence[Bridge] = (),
     clock: Callable[[], int] = _wall_ms,
 ) -> Emission:
     """Emit ``collector`` (the default one) to segment files every ``interval`` seconds.
