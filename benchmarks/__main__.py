@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from benchmarks import exporter, segments, sensors, ship
+from benchmarks import exporter, process, segments, sensors, ship
 
 
 def main() -> int:
@@ -23,6 +23,7 @@ def main() -> int:
     segments.run(quick=args.quick)
     exporter.run(quick=args.quick)
     ship.run(quick=args.quick)
+    process.run(quick=args.quick)
     return 0
 
 

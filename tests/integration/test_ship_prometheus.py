@@ -62,6 +62,18 @@ def expected(spool: Path) -> dict[tuple[tuple[str, str], ...], list[tuple[int, f
     return out
 
 
+def staged(
+    stage: Path, spool: Path, first: int, start_ms: int
+) -> dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]:
+    """History written aside and read, then moved into a spool the shipper is draining."""
+    stage.mkdir()
+    write_history(stage, first, start_ms)
+    want = expected(stage)
+    for path in sorted(stage.glob("*.prom")):
+        path.rename(spool / path.name)
+    return want
+
+
 def stored(
     prometheus: Prometheus, at_ms: int
 ) -> dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]:
@@ -130,12 +142,10 @@ def test_prometheus_down_mid_shipping_loses_nothing(tmp_path: Path, prometheus: 
     log = tmp_path / "ship.log"
     shipper = Shipper(spool, f"{prometheus.url}/api/v1/write", log)
     try:
-        write_history(spool, 0, now - 40 * 60_000)
-        want = expected(spool)
+        want = staged(tmp_path / "first", spool, 0, now - 40 * 60_000)
         wait_for(lambda: not list(spool.glob("*.prom")), 60, "first half shipped")
         prometheus.stop()
-        write_history(spool, 3, now - 20 * 60_000)
-        second = expected(spool)
+        second = staged(tmp_path / "second", spool, 3, now - 20 * 60_000)
         waiting = sorted(spool.glob("*.prom"))
         wait_for(lambda: "remote write failed; retrying" in log.read_text(), 30, "a failed try")
         assert sorted(spool.glob("*.prom")) == waiting  # nothing leaves until acknowledged

@@ -52,7 +52,8 @@ def _kind_of(error: BaseException) -> str:
 class Bridge(Protocol):
     """Something that writes its own families at each emission (see ``bridge.py``)."""
 
-    def emit(self, emitter: Emitter, now_ms: int) -> None: ...
+    def emit(self, emitter: Emitter, now_ms: int) -> None:
+        """Write this bridge's readings through ``emitter``, stamped ``now_ms``."""
 
 
 class _Shifted:
