@@ -161,3 +161,13 @@ def test_backfill_writes_openmetrics_in_seconds(
     assert f'jobs_done_total{{src="a"}} 1 {T0 // 1000}\n' in text
     assert "more than one source" not in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backfill")] == []
+
+
+def test_tools_read_the_rust_crates_files() -> None:
+    fixtures = str(Path(__file__).parent / "fixtures")
+    out = io.StringIO()
+    assert run(["check", fixtures], out) == 0
+    out = io.StringIO()
+    assert run(["cat", "--raw", "--openmetrics", fixtures], out) == 0
+    assert "biometrics_collector_emit_counter 4 1726547193\n" in out.getvalue()
+    assert out.getvalue().endswith("# EOF\n")
