@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 
 from biometrics import Collector, Counter, Histogram, InvalidValueError
-from biometrics.prometheus import Emission, Options, Reader, Sample, child_prefix, emit_every, parse
+from biometrics.prometheus import (
+    Emission,
+    Options,
+    Parse,
+    Reader,
+    Sample,
+    child_prefix,
+    emit_every,
+    parse,
+)
 
 DEADLINE = 10.0
 
@@ -229,3 +238,37 @@ def test_interpreter_exit_emits_once_more(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert [v for vs in samples(tmp_path, "done").values() for v, _ in vs] == [42]
     assert os.listdir(tmp_path) == [p.name for p in tmp_path.glob("job.*.prom")]
+
+
+FULL_DISK = """
+import resource, signal, sys
+import biometrics as b
+from biometrics.prometheus import Emission, Options
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+c = b.Collector()
+for i in range(200):
+    c.register(b.Counter("filler", labels={"i": str(i)}))
+em = Emission(3600, collector=c, options=Options(prefix=sys.argv[1] + "/app."), system=False)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+print(em.emit(), em.emit())
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print(em.emit())
+em.stop()
+"""
+
+
+def test_a_full_disk_is_counted_and_the_next_emission_recovers(tmp_path: Path) -> None:
+    """Writes failing mid-segment (EFBIG, as ENOSPC would) abandon it; later ones start anew."""
+    done = run_script(FULL_DISK, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "True"]
+    assert done.stderr.count("emission failed (EFBIG)") == 1, done.stderr
+    texts = [p.read_text() for p in sorted(tmp_path.glob("app.*.prom"))]
+    assert len(texts) >= 2, "the failed segment was abandoned and a new one started"
+    last = texts[-1]
+    assert 'biometrics_emit_failure{kind="EFBIG"} 2 ' in last
+    for path in tmp_path.glob("app.*.prom"):
+        with open(path, "rb") as f:
+            parsed = Parse(f)
+            list(parsed)
+        assert parsed.malformed == [], "an abandoned segment keeps only whole lines (+ a torn tail)"

@@ -277,3 +277,33 @@ def test_histograms_round_trip_through_a_segment(tmp_path: Path) -> None:
     assert got[("lat_bucket", (("le", "0.0042"), ("route", "/x")))] == 2
     assert got[("lat_bucket", (("le", "+Inf"), ("route", "/x")))] == 4
     assert got[("lat_sum", (("route", "/x"),))] == 0.0042 * 2 + 0.3 + 7.0
+
+
+FORKED_EMITTER = """
+import os, sys
+from biometrics import Counter
+from biometrics.prometheus import Emitter, Options
+c = Counter("c")
+e = Emitter(Options(prefix=sys.argv[1] + "/app."))
+c.count(5)
+e.emit_counter(c, 1000)  # buffered, not yet written
+pid = os.fork()
+if pid == 0:
+    c.count(100)
+    e.emit_counter(c, 2000)
+    sys.exit(0)  # the exit-time finalizer finishes the *child's* segment only
+os.waitpid(pid, 0)
+e.emit_counter(c, 3000)
+e.close()
+print(os.getpid(), pid)
+"""
+
+
+def test_a_forked_child_never_writes_the_parents_segment(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", FORKED_EMITTER, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    _, child = done.stdout.split()
+    assert (tmp_path / "app.1000.prom").read_text().splitlines()[-2:] == ["c 5 1000", "c 5 3000"]
+    assert (tmp_path / f"app.{child}.2000.prom").read_text().splitlines()[-1] == "c 105 2000"
+    assert len(segments(tmp_path)) == 2
