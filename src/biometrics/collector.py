@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-import weakref
 from typing import TypeVar
 
+from . import _forks
 from ._labels import LabelPairs
 from .emitter import Emitter
 from .errors import DuplicateSensorError, InvalidValueError
@@ -48,7 +47,7 @@ class Collector:
         self._failures = self._own("emit.failure")
         for counter in (*self._register.values(), *self._emitted.values(), self._failures):
             self.register(counter)
-        _watch_forks(self)
+        _forks.on_fork(self, after_in_child=Collector._after_fork)
 
     def _after_fork(self) -> None:
         # A thread that was registering at the fork does not exist in the child: unlock.
@@ -86,6 +85,16 @@ class Collector:
             family[sensor.label_pairs] = sensor
         self._register[kind].click()
         return sensor
+
+    def register_missing(self, *sensors: Sensor) -> None:
+        """Register each sensor whose series is still free; leave the others out silently.
+
+        For sensor sets that several parties may add to one collector (two emissions, system
+        sensors): the first set registered is the one emitted.
+        """
+        for sensor in sensors:
+            with contextlib.suppress(DuplicateSensorError):
+                self.register(sensor)
 
     def register_counter(self, counter: Counter) -> Counter:
         """Typed form of :meth:`register`."""
@@ -153,24 +162,6 @@ class Collector:
                 f"biometrics: {failures} of {len(sensors)} sensors failed to emit at {now_ms}"
             )
             raise first
-
-
-_collectors: weakref.WeakSet[Collector] = weakref.WeakSet()
-_fork_hook = False
-
-
-def _watch_forks(collector: Collector) -> None:
-    global _fork_hook  # noqa: PLW0603 - one process-wide at-fork hook, installed on first use
-    _collectors.add(collector)
-    if not _fork_hook and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _fork_hook = True
-
-
-def _after_fork_in_child() -> None:
-    for collector in list(_collectors):
-        with contextlib.suppress(Exception):
-            collector._after_fork()
 
 
 _default: Collector | None = None

@@ -7,7 +7,6 @@ reading that cannot be taken is counted in ``biometrics.sys.errors`` and the res
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import platform
@@ -18,7 +17,6 @@ import time
 from collections.abc import Mapping
 
 from .collector import Collector
-from .errors import DuplicateSensorError
 from .sensors import Counter, Gauge, Sensor
 
 __all__ = ["RUSAGE_FIELDS", "RuntimeSensors", "SystemSensors", "rusage_values"]
@@ -52,12 +50,6 @@ def rusage_values(usage: resource.struct_rusage) -> dict[str, int]:
     }
 
 
-def _register_all(collector: Collector, sensors: list[Sensor]) -> None:
-    for sensor in sensors:
-        with contextlib.suppress(DuplicateSensorError):  # a second set on one collector
-            collector.register(sensor)
-
-
 class SystemSensors:
     """Counters ``<prefix>utime`` .. ``<prefix>nivcsw`` and ``<prefix>errors``.
 
@@ -79,7 +71,7 @@ class SystemSensors:
 
     def register(self, collector: Collector) -> SystemSensors:
         """Register the counters (ones already registered there are left as they are)."""
-        _register_all(collector, self.sensors())
+        collector.register_missing(*self.sensors())
         return self
 
     def update(self, values: Mapping[str, int]) -> None:
@@ -189,7 +181,7 @@ class RuntimeSensors:
 
     def register(self, collector: Collector) -> RuntimeSensors:
         """Register the sensors (ones already registered there are left as they are)."""
-        _register_all(collector, self.sensors())
+        collector.register_missing(*self.sensors())
         return self
 
     def poll(self) -> None:

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from biometrics import Collector  # noqa: E402
 from biometrics.exporter.tools import merged_page  # noqa: E402
-from biometrics.prometheus import Emission, Emitter, Options  # noqa: E402
+from biometrics.prometheus import Emission, Emitter, Options, emit_every  # noqa: E402
 from biometrics.prometheus.bridge import PrometheusClientBridge  # noqa: E402
 
 T0 = 1_700_000_000_000
@@ -104,14 +104,14 @@ def test_a_failing_registry_never_reaches_the_host(tmp_path: Path) -> None:
 def test_emit_every_writes_bridged_and_native_readings_at_one_time(tmp_path: Path) -> None:
     collector = Collector()
     bridge = PrometheusClientBridge(instrumented(1))
-    with Emission(
+    with emit_every(
         3600,
         collector=collector,
         options=Options(prefix=tmp_path / "a."),
         system=False,
         bridges=[bridge],
         clock=lambda: T0,
-    ).start():
+    ):
         pass
     text = "".join(p.read_text() for p in tmp_path.glob("*.prom"))
     assert f'http_requests_total{{path="/a"}} 3.0 {T0}\n' in text

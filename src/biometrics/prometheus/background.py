@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import errno
 import logging
-import os
 import sys
 import threading
 import time
@@ -22,8 +21,9 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, Protocol
 
+from .. import _forks
 from ..collector import Collector, default_collector
-from ..errors import DuplicateSensorError, InvalidValueError
+from ..errors import InvalidValueError
 from ..histogram import Histogram
 from ..moments import Moments
 from ..sensors import Counter, Gauge, Sensor
@@ -129,7 +129,7 @@ class Emission:
             for sensors in (SystemSensors(), RuntimeSensors()):
                 sensors.register(self.collector)
                 self._polls.append(sensors.poll)
-        self._register(self.emitter.failures, self.emitter.segments)
+        self.collector.register_missing(self.emitter.failures, self.emitter.segments)
         self._failures: dict[str, Counter] = {}
         self._logged: dict[str, tuple[float, int]] = {}
         self._busy = threading.Lock()
@@ -149,16 +149,17 @@ class Emission:
         """The emitter's options (in a forked child, with the child's prefix)."""
         return self.emitter.options
 
-    def _register(self, *sensors: Sensor) -> None:
-        for sensor in sensors:
-            with contextlib.suppress(DuplicateSensorError):
-                self.collector.register(sensor)
-
     def start(self) -> Emission:
         """Start the thread (once); it first emits one ``interval`` from now."""
         if self._thread is None and not self._stopped:
             self._thread = threading.Thread(target=self._run, name="biometrics-emit", daemon=True)
-            _watch(self)
+            _stop_at_exit(self)
+            _forks.on_fork(
+                self,
+                before=Emission._before_fork,
+                after_in_parent=Emission._after_fork_in_parent,
+                after_in_child=Emission._after_fork_in_child,
+            )
             self._thread.start()
         return self
 
@@ -204,7 +205,7 @@ class Emission:
                 help="Background emissions that failed, by errno name or exception class.",
             )
             self._failures[kind] = counter
-            self._register(counter)
+            self.collector.register_missing(counter)
         counter.click()
         now = time.monotonic()
         last, suppressed = self._logged.get(kind, (-LOG_EVERY_SECONDS, 0))
@@ -231,7 +232,8 @@ class Emission:
         self.emit()
         with contextlib.suppress(Exception):
             self.emitter.close()
-        _emissions.discard(self)
+        _forks.forget(self)
+        _running.discard(self)
 
     def __enter__(self) -> Emission:
         return self.start()
@@ -258,10 +260,9 @@ class Emission:
         self._baseline, self._at_fork = self._at_fork, {}
         self._logged = {}
         self.emitter.after_fork()
-        if self._thread is not None and not self._stopped:
-            self._thread = None
-            self.start()
-            _finalize_in_multiprocessing(self)
+        self._thread = None  # the parent's thread does not exist here
+        self.start()
+        _finalize_in_multiprocessing(self)
 
 
 def _read(sensor: Sensor) -> Any:
@@ -288,39 +289,28 @@ def emit_every(
     runtime sensors are registered and refreshed before each emission.  For many processes
     sharing a spool, pass ``options=Options.per_process(spool_dir, job)``.
     """
-    emission = Emission(interval, collector=collector, options=options, system=system, clock=clock)
-    return emission.start()
+    return Emission(
+        interval,
+        collector=collector,
+        options=options,
+        system=system,
+        bridges=bridges,
+        clock=clock,
+    ).start()
 
 
-_emissions: weakref.WeakSet[Emission] = weakref.WeakSet()
-_hooks = False
+_running: weakref.WeakSet[Emission] = weakref.WeakSet()
 
 
-def _watch(emission: Emission) -> None:
-    global _hooks  # noqa: PLW0603 - process-wide hooks, installed on first use
-    _emissions.add(emission)
-    if not _hooks:
+def _stop_at_exit(emission: Emission) -> None:
+    if not _running:
+        atexit.unregister(_stop_all)  # at most one registration, however often this runs
         atexit.register(_stop_all)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(
-                before=_each("_before_fork"),
-                after_in_parent=_each("_after_fork_in_parent"),
-                after_in_child=_each("_after_fork_in_child"),
-            )
-        _hooks = True
-
-
-def _each(method: str) -> Callable[[], None]:
-    def hook() -> None:
-        for emission in list(_emissions):
-            with contextlib.suppress(Exception):  # a metrics hook must never break a fork
-                getattr(emission, method)()
-
-    return hook
+    _running.add(emission)
 
 
 def _stop_all() -> None:
-    for emission in list(_emissions):
+    for emission in list(_running):
         emission.stop()
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from .. import _forks
 from ..errors import InvalidValueError, SegmentError
 from ..sensors import Counter
 from . import _locks
@@ -152,7 +153,7 @@ class Emitter(FamilyEmitter):
         self._holder = _Holder()
         self._pid = os.getpid()
         self._finalizer = weakref.finalize(self, _Holder.finish, self._holder)
-        _watch_forks(self)
+        _forks.on_fork(self, after_in_child=Emitter.after_fork)
         self.failures = Counter("biometrics.prometheus.emit.failure")
         """Write and create errors, for registering with a Collector."""
         self.segments = Counter("biometrics.prometheus.emit.segments")
@@ -327,24 +328,6 @@ def child_prefix(prefix: str, parent_pid: int, child_pid: int) -> str:
     if prefix.endswith(tail):
         return f"{prefix[: -len(tail)]}.{child_pid}."
     return f"{prefix}{child_pid}."
-
-
-_emitters: weakref.WeakSet[Emitter] = weakref.WeakSet()
-_fork_hook = False
-
-
-def _watch_forks(emitter: Emitter) -> None:
-    global _fork_hook  # noqa: PLW0603 - one process-wide at-fork hook, installed on first use
-    _emitters.add(emitter)
-    if not _fork_hook and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _fork_hook = True
-
-
-def _after_fork_in_child() -> None:
-    for emitter in list(_emitters):
-        with contextlib.suppress(Exception):  # a metrics hook must never break a fork
-            emitter.after_fork()
 
 
 def _unlink_quietly(path: str) -> None:
