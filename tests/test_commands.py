@@ -13,7 +13,6 @@ import pytest
 from biometrics import Collector, Counter
 from biometrics.cli import run
 from biometrics.prometheus import Emitter, Options, Sample, parse
-from biometrics.prometheus.supervise import proc_usage
 
 T0 = 1_700_000_000_000
 
@@ -91,12 +90,6 @@ def test_bad_invocations_exit_2_with_a_message(
     prefix = str(tmp_path / "w.")
     assert run(["with-system-metrics", "--prefix", prefix, *argv], io.StringIO()) == 2
     assert message in capsys.readouterr().err
-
-
-def test_proc_usage_reads_a_running_process() -> None:
-    usage = proc_usage(os.getpid())
-    assert usage["utime"] > 0 and usage["nvcsw"] >= 0
-    assert set(usage) >= {"utime", "stime", "minflt", "majflt", "nvcsw", "nivcsw"}
 
 
 def emit_two_sources(spool: Path) -> None:

@@ -4,7 +4,7 @@ import resource
 import time
 
 from biometrics import Collector, Counter, RuntimeSensors, SystemSensors
-from biometrics.system import RUSAGE_FIELDS, rusage_values
+from biometrics.system import RUSAGE_FIELDS, proc_usage, rusage_values
 
 
 def burn_cpu(seconds: float) -> None:
@@ -75,3 +75,9 @@ def test_runtime_sensors_read_the_process() -> None:
     assert dict(sensors.info.labels)["version"].startswith(f"{os.sys.version_info.major}.")
     assert sensors.info.read() == 1
     assert all(isinstance(s, Counter) for s in sensors.gc.values())
+
+
+def test_proc_usage_reads_a_running_process() -> None:
+    usage = proc_usage(os.getpid())
+    assert usage["utime"] > 0 and usage["nvcsw"] >= 0
+    assert set(usage) >= {"utime", "stime", "minflt", "majflt", "nvcsw", "nivcsw"}

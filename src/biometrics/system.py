@@ -7,6 +7,7 @@ reading that cannot be taken is counted in ``biometrics.sys.errors`` and the res
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -15,11 +16,12 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from typing import TypeVar
 
 from .collector import Collector
 from .sensors import Counter, Gauge, Sensor
 
-__all__ = ["RUSAGE_FIELDS", "RuntimeSensors", "SystemSensors", "rusage_values"]
+__all__ = ["RUSAGE_FIELDS", "RuntimeSensors", "SystemSensors", "proc_usage", "rusage_values"]
 
 RUSAGE_FIELDS = ("utime", "stime", "minflt", "majflt", "inblock", "oublock", "nvcsw", "nivcsw")
 """The ``biometrics.sys.*`` counters, in the Rust crate's order."""
@@ -81,11 +83,7 @@ class SystemSensors:
             if pid != self._pid and self._who == resource.RUSAGE_SELF:
                 self._last = dict.fromkeys(RUSAGE_FIELDS, 0)
                 self._pid = pid
-            for name, value in values.items():
-                last = self._last.get(name, 0)
-                if value > last:
-                    self.counters[name].count(value - last)
-                    self._last[name] = value
+            _advance(self.counters, self._last, values)
 
     def poll(self) -> None:
         """Read ``getrusage`` and update; a failure counts in ``errors``."""
@@ -97,9 +95,54 @@ class SystemSensors:
         self.update(values)
 
 
-def _proc_status() -> dict[str, str]:
-    with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+K = TypeVar("K")
+
+
+def _advance(counters: Mapping[K, Counter], last: dict[K, int], values: Mapping[K, int]) -> None:
+    """Move each counter on by how much its absolute reading rose; a drop adds nothing."""
+    for key, value in values.items():
+        before = last.get(key, 0)
+        if value > before and key in counters:
+            counters[key].count(value - before)
+            last[key] = value
+
+
+def _proc_stat(pid: int | str = "self") -> list[str]:
+    """``/proc/<pid>/stat`` from field 3 (state) on: the name may hold spaces and parentheses."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _proc_status(pid: int | str = "self") -> dict[str, str]:
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
         return dict(line.split(":", 1) for line in f if ":" in line)
+
+
+def proc_usage(pid: int) -> dict[str, int]:
+    """``pid``'s usage so far from ``/proc``, in ``getrusage`` units (µs, counts, 512 B blocks).
+
+    Counts the process and its waited-for children, as ``getrusage`` would report it after a
+    wait.  Raises ``OSError`` where there is no ``/proc`` or the process is gone.
+    """
+    fields = _proc_stat(pid)
+    # fields[0] is field 3 of proc(5): minflt is field 10, utime 14, cstime 17.
+    minflt, cminflt, majflt, cmajflt, utime, stime, cutime, cstime = (int(x) for x in fields[7:15])
+    tick = 1_000_000 / os.sysconf("SC_CLK_TCK")
+    status = _proc_status(pid)
+    usage = {
+        "utime": round((utime + cutime) * tick),
+        "stime": round((stime + cstime) * tick),
+        "minflt": minflt + cminflt,
+        "majflt": majflt + cmajflt,
+        "nvcsw": int(status["voluntary_ctxt_switches"]),
+        "nivcsw": int(status["nonvoluntary_ctxt_switches"]),
+    }
+    with contextlib.suppress(OSError):  # /proc/<pid>/io may be refused (ptrace rules)
+        with open(f"/proc/{pid}/io", encoding="ascii") as f:
+            io = {k: int(v) for k, v in (line.split(":", 1) for line in f if ":" in line)}
+        usage["inblock"] = io["read_bytes"] // 512
+        usage["oublock"] = io["write_bytes"] // 512
+    return usage
 
 
 def _boot_time() -> float:
@@ -112,9 +155,7 @@ def _boot_time() -> float:
 
 def _start_time() -> float:
     """The process's start, in epoch seconds, as the kernel recorded it (Linux)."""
-    with open("/proc/self/stat", encoding="ascii", errors="replace") as f:
-        after_name = f.read().rsplit(")", 1)[1].split()
-    return _boot_time() + int(after_name[19]) / os.sysconf("SC_CLK_TCK")
+    return _boot_time() + int(_proc_stat()[19]) / os.sysconf("SC_CLK_TCK")
 
 
 class RuntimeSensors:
@@ -223,10 +264,9 @@ class RuntimeSensors:
                 self.start_time.set(time.time())
 
     def _gc(self) -> None:
-        for gen, stats in enumerate(gc.get_stats()):
-            for key in ("collections", "collected", "uncollectable"):
-                slot = (key, str(gen))
-                value, last = stats[key], self._gc_last.get(slot, 0)
-                if slot in self.gc and value > last:
-                    self.gc[slot].count(value - last)
-                    self._gc_last[slot] = value
+        readings = {
+            (key, str(gen)): stats[key]
+            for gen, stats in enumerate(gc.get_stats())
+            for key in ("collections", "collected", "uncollectable")
+        }
+        _advance(self.gc, self._gc_last, readings)

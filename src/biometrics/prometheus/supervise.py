@@ -9,7 +9,6 @@ deltas from a baseline taken before the start; the counters only ever go up.
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
 import signal
 import subprocess
@@ -19,41 +18,12 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from ..collector import Collector
-from ..system import SystemSensors, rusage_values
+from ..system import SystemSensors, proc_usage, rusage_values
 from .emitter import Emitter, Options
 
-__all__ = ["proc_usage", "supervise"]
+__all__ = ["supervise"]
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
-
-
-def proc_usage(pid: int) -> dict[str, int]:
-    """``pid``'s usage so far from ``/proc``, in ``getrusage`` units (µs, counts, 512 B blocks).
-
-    Counts the process and its waited-for children, as ``getrusage`` would report it after a
-    wait.  Raises ``OSError`` where there is no ``/proc`` or the process is gone.
-    """
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state) of proc(5): minflt is 10, utime 14, cstime 17.
-    minflt, cminflt, majflt, cmajflt, utime, stime, cutime, cstime = (int(x) for x in fields[7:15])
-    tick = 1_000_000 / os.sysconf("SC_CLK_TCK")
-    usage = {
-        "utime": round((utime + cutime) * tick),
-        "stime": round((stime + cstime) * tick),
-        "minflt": minflt + cminflt,
-        "majflt": majflt + cmajflt,
-    }
-    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-        status = dict(line.split(":", 1) for line in f if ":" in line)
-    usage["nvcsw"] = int(status["voluntary_ctxt_switches"])
-    usage["nivcsw"] = int(status["nonvoluntary_ctxt_switches"])
-    with contextlib.suppress(OSError):  # /proc/<pid>/io may be refused (ptrace rules)
-        with open(f"/proc/{pid}/io", encoding="ascii") as f:
-            io = {k: int(v) for k, v in (line.split(":", 1) for line in f if ":" in line)}
-        usage["inblock"] = io["read_bytes"] // 512
-        usage["oublock"] = io["write_bytes"] // 512
-    return usage
 
 
 def _children() -> dict[str, int]:
