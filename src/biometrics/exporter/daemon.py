@@ -13,21 +13,18 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import ParseError, SegmentError, StateError
-from ..prometheus import Metadata, Parse, Reader, SlashMetrics, Watcher
+from ..prometheus import Parse, Reader, SlashMetrics, Watcher
 from ._logging import log
 from ._selfmetrics import SensorSet
 from ._spool import SkipList, in_spool, move, quarantine
 from .durable import DurableState
-from .segments import Reading, readings, source_of
+from .segments import source_of
 from .store import MergeRules, Store
 
 __all__ = ["Exporter", "ExporterOptions"]
-
-_CHUNK = 8192
 
 
 def _now_ms() -> int:
@@ -96,21 +93,6 @@ class _SelfMetrics(SensorSet):
             self.series.set(store.series_count())
             self.entries.set(store.entries)
             self.sources.set(store.source_count())
-
-
-def _chunks(items: Iterable[Reading | Metadata], store: Store) -> Iterator[list[Reading]]:
-    chunk: list[Reading] = []
-    for item in items:
-        if isinstance(item, Metadata):
-            if item.kind == "HELP":
-                store.set_help(item.name, item.text)
-            continue
-        chunk.append(item)
-        if len(chunk) >= _CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class Exporter:
@@ -263,8 +245,7 @@ class Exporter:
         return None, problems, size
 
     def _fold(self, source: str, default_ts: int, parsed: Parse) -> None:
-        for chunk in _chunks(readings(parsed, default_ts), self.store):
-            self.store.ingest(source, chunk)
+        self.store.ingest_segment(source, parsed, default_ts)
         self.metrics.samples.count(parsed.samples)
 
     def _finish(self, reader: Reader, reason: str | None, problems: list[ParseError]) -> None:

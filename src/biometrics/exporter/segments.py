@@ -19,7 +19,7 @@ from ..moments import MomentsReading
 from ..prometheus import Metadata, Parse, Sample
 from .merge import HistogramValue
 
-__all__ = ["Reading", "readings", "source_of"]
+__all__ = ["Reading", "histogram_part", "readings", "source_of"]
 
 _NAME = re.compile(r"(.*?)(\d+)\.prom")
 _MS_DIGITS = 13
@@ -133,7 +133,7 @@ def readings(parsed: Parse, default_ts: int) -> Iterator[Reading | Metadata]:
             current_ts = ts
         kind = types.get(name)
         if kind is None:
-            base, kind = _histogram_part(name, types)
+            base, kind = histogram_part(name, types)
             if kind is not None:
                 _add_histogram_line(grouper, base, item._replace(timestamp_ms=ts))
                 continue
@@ -152,7 +152,8 @@ def readings(parsed: Parse, default_ts: int) -> Iterator[Reading | Metadata]:
     yield from grouper.flush()
 
 
-def _histogram_part(name: str, types: dict[str, str]) -> tuple[str, str | None]:
+def histogram_part(name: str, types: dict[str, str]) -> tuple[str, str | None]:
+    """``(family, "histogram")`` for a line of a declared histogram, else ``(name, None)``."""
     for suffix in ("_bucket", "_sum", "_count"):
         if name.endswith(suffix):
             base = name[: -len(suffix)]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._labels import LabelPairs
+from ..prometheus import Metadata, Parse
 from ..prometheus._text import (
     Family,
     Sample,
@@ -32,7 +33,7 @@ from .merge import (
     MomentsSeries,
     Series,
 )
-from .segments import Reading
+from .segments import Reading, readings
 
 __all__ = ["MergeRules", "Store"]
 
@@ -71,6 +72,7 @@ class MergeRules:
         return self.gauge_mode
 
 
+_CHUNK = 8192
 _KINDS: dict[str, type[Series]] = {
     "counter": CounterSeries,
     "gauge": GaugeSeries,
@@ -125,6 +127,29 @@ class Store:
             if self._helps.get(name) != text:
                 self._helps[name] = text
                 self.version += 1
+
+    def ingest_segment(self, source: str, parsed: Parse, default_ts: int) -> None:
+        """Fold a whole parsed segment in, its HELP texts included.
+
+        Readings go in chunks, so the lock (and with it a scrape) is never held for a whole
+        large segment.
+        """
+        for chunk in self._chunks(readings(parsed, default_ts)):
+            self.ingest(source, chunk)
+
+    def _chunks(self, items: Iterable[Reading | Metadata]) -> Iterator[list[Reading]]:
+        chunk: list[Reading] = []
+        for item in items:
+            if isinstance(item, Metadata):
+                if item.kind == "HELP":
+                    self.set_help(item.name, item.text)
+                continue
+            chunk.append(item)
+            if len(chunk) >= _CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     def ingest(self, source: str, items: Iterable[Reading]) -> int:
         """Fold ``source``'s readings in; returns how many changed the store."""

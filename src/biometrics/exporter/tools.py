@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..errors import BiometricsError, ParseError
 from ..prometheus import Metadata, Parse, Reader, Sample
 from ..prometheus._text import Family, format_count, render_labels, render_page
-from .segments import readings, source_of
+from .segments import histogram_part, readings, source_of
 from .store import Store
 
 __all__ = ["Timeline", "check", "merged_page", "segment_files", "timeline"]
@@ -66,11 +66,7 @@ def merged_page(
     problems: list[ParseError] = []
     for path, parsed in _parse_each(segment_files(paths), progress):
         source, default_ts = _source_and_time(path)
-        items = list(readings(parsed, default_ts))
-        for item in items:
-            if isinstance(item, Metadata) and item.kind == "HELP":
-                store.set_help(item.name, item.text)
-        store.ingest(source, [r for r in items if not isinstance(r, Metadata)])
+        store.ingest_segment(source, parsed, default_ts)
         problems.extend(parsed.problems)
     return store.render(openmetrics=openmetrics), problems
 
@@ -121,14 +117,6 @@ def _special(x: float) -> str:
     return "NaN" if math.isnan(x) else ("+Inf" if x > 0 else "-Inf")
 
 
-def _family_of(name: str, types: dict[str, str]) -> str:
-    for suffix in ("_bucket", "_sum", "_count", "_created", "_total"):
-        base = name.removesuffix(suffix)
-        if base != name and types.get(base) in ("histogram", "summary"):
-            return base
-    return name
-
-
 def timeline(
     paths: Iterable[str | os.PathLike[str]],
     *,
@@ -151,7 +139,7 @@ def timeline(
             if isinstance(item, Metadata):
                 out.take_metadata(item, types, parsed)
                 continue
-            family = _family_of(item.name, types)
+            family = histogram_part(item.name, types)[0]
             if family not in out.families:
                 out.families[family] = Family(family, "untyped", None)
                 out.samples[family] = []

@@ -51,26 +51,14 @@ def _sample(name: str, labels: dict[str, str], value: float, extra: str = "") ->
     return name, render_labels(tuple(sorted(labels.items())), extra), format_value(float(value))
 
 
-def _histogram(name: str, samples: Iterable[Any], help: str | None) -> Family:
+def _histogram(name: str, samples: Iterable[Any], help: str | None, *, summary: bool) -> Family:
+    """A histogram's lines as they are; a summary's ``_count`` also as the ``+Inf`` bucket."""
     out = Family(name, "histogram", help)
     for s in samples:
+        if summary and s.name == f"{name}_count":
+            out.samples.append(_sample(f"{name}_bucket", s.labels, s.value, 'le="+Inf"'))
         if s.name in (f"{name}_bucket", f"{name}_sum", f"{name}_count"):
             out.samples.append(_sample(s.name, s.labels, s.value))
-    return out
-
-
-def _summary(name: str, samples: Iterable[Any], help: str | None) -> Family:
-    out = Family(name, "histogram", help)
-    sums: dict[tuple[tuple[str, str], ...], Any] = {}
-    for s in samples:
-        key = tuple(sorted(s.labels.items()))
-        if s.name == f"{name}_count":
-            out.samples.append(_sample(f"{name}_bucket", s.labels, s.value, 'le="+Inf"'))
-            out.samples.append(_sample(s.name, s.labels, s.value))
-        elif s.name == f"{name}_sum":
-            sums[key] = s
-    for s in sums.values():
-        out.samples.append(_sample(s.name, s.labels, s.value))
     return out
 
 
@@ -82,10 +70,8 @@ def families_of(metric: Any) -> list[Family]:
         total = f"{name}_total"
         rows = [_sample(total, s.labels, s.value) for s in samples if s.name == total]
         return [Family(total, "counter", help, rows)]
-    if kind == "histogram":
-        return [_histogram(name, samples, help)]
-    if kind == "summary":
-        return [_summary(name, samples, help)]
+    if kind in ("histogram", "summary"):
+        return [_histogram(name, samples, help, summary=kind == "summary")]
     if kind == "info":
         info = f"{name}_info"
         return [Family(info, "gauge", help, [_sample(info, s.labels, s.value) for s in samples])]
