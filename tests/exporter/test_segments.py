@@ -94,11 +94,11 @@ def test_lone_count_counter_stays_a_counter_and_bad_buckets_are_reported() -> No
     assert got["hits_count", "counter"].value == 4.0
     assert ("h", "histogram") not in got
     assert [str(p) for p in parsed.problems] == [
-        "seg.prom:5: bucket le=2.0 count 3.0 is below a lower bucket's"
+        "seg.prom:5: bucket le=2.0 count 3.0 is below a lower bucket's; histogram reading dropped"
     ]
 
 
 def test_samples_without_timestamps_take_the_segment_time() -> None:
     """Untimestamped lines get the time in the file name."""
     got = only_readings(list(readings(parse(io.BytesIO(b"up 1\n")), 99)))
-    assert got["up", "gauge"] == Reading("gauge", "up", (), 1.0, 99)
+    assert got["up", "gauge"] == Reading("gauge", "up", (), 1.0, 99, 1)

@@ -17,6 +17,7 @@ and the series disappears with its last live source.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from ..moments import MomentsReading
@@ -35,6 +36,19 @@ GAUGE_MODES = ("sum", "min", "max", "latest", "all")
 
 HistogramValue = tuple[dict[float, float], float, float]
 """(per-bucket counts keyed by finite upper bound, non-cumulative; sum; count)."""
+
+
+def total(values: Iterable[float]) -> float:
+    """The exact sum where it exists; ``inf``/``nan`` (never an exception) where it does not.
+
+    ``math.fsum`` raises on an overflowing partial sum and on ``inf + -inf``; a merged value
+    must never crash the daemon or make its snapshot unloadable.
+    """
+    items = list(values)
+    try:
+        return math.fsum(items)
+    except (OverflowError, ValueError):
+        return sum(items, 0.0)
 
 
 class Series:
@@ -103,6 +117,8 @@ class CounterSeries(Series):
             else:
                 self.total += value - c[1]
             c[1], c[2] = value, ts
+            if not math.isfinite(self.total):
+                self._exact()
         self.ts = max(self.ts, ts)
         return True
 
@@ -110,7 +126,7 @@ class CounterSeries(Series):
         self.contrib.setdefault("", [0.0, 0.0, 0])[0] += contribution[0] + contribution[1]
 
     def _exact(self) -> None:
-        self.total = math.fsum(c[0] + c[1] for c in self.contrib.values())
+        self.total = total(c[0] + c[1] for c in self.contrib.values())
         self.ts = self._newest()
 
     def to_json(self) -> Any:
@@ -142,8 +158,9 @@ class GaugeSeries(Series):
         old = math.nan if c is None else c[0]
         self.contrib[source] = [value, ts]
         mode = self.mode
-        if mode == "sum" and not (math.isnan(self.value) or math.isnan(old) or math.isnan(value)):
-            self.value += value - (0.0 if c is None else old)
+        prev = 0.0 if c is None else old
+        if mode == "sum" and math.isfinite(self.value) and math.isfinite(prev + value):
+            self.value += value - prev
             self.ts = max(self.ts, ts)
         elif mode == "latest" and ts >= self.ts:
             self.value, self.ts = value, ts
@@ -157,7 +174,7 @@ class GaugeSeries(Series):
         entries = self.contrib.values()
         self.ts = self._newest()
         if self.mode == "sum":
-            self.value = math.fsum(c[0] for c in entries)
+            self.value = total(c[0] for c in entries)
         elif self.mode == "min":
             self.value = min(c[0] for c in entries)
         elif self.mode == "max":
@@ -217,6 +234,8 @@ class HistogramSeries(Series):
             c[1], c[2] = value, ts
         self._add(value, 1.0)
         self.ts = max(self.ts, ts)
+        if not math.isfinite(self.sum + self.count):
+            self._exact()
         return True
 
     def _retire(self, contribution: list[Any]) -> None:
@@ -227,10 +246,11 @@ class HistogramSeries(Series):
             retired[0] = (buckets, retired[0][1] + part[1], retired[0][2] + part[2])
 
     def _exact(self) -> None:
-        self.buckets, self.sum, self.count = {}, 0.0, 0.0
+        self.buckets, self.count = {}, 0.0
         for base, last, _ in self.contrib.values():
-            self._add(base, 1.0)
-            self._add(last, 1.0)
+            self._add((base[0], 0.0, base[2]), 1.0)
+            self._add((last[0], 0.0, last[2]), 1.0)
+        self.sum = total(p[1] for c in self.contrib.values() for p in c[:2])
         self.ts = self._newest()
 
     def cumulative(self) -> list[tuple[float, float]]:

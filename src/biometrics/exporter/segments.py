@@ -5,13 +5,18 @@ spread over several lines (buckets, ``_sum``, ``_count``; ``_count``, ``_mean``,
 lines are grouped per (family, labels, timestamp) and a reading is complete when the timestamp
 moves on or the segment ends.  Moments written by the Rust crate (count, mean, variance,
 skewness, kurtosis; no ``_m2``..``_m4``) are turned back into central-moment sums.
+
+A reading is taken only when it is whole and its numbers can be merged: a histogram needs its
+``_count`` (or ``+Inf`` and ``_sum``), moments need every part their writer writes, counts are
+finite whole non-negative numbers.  Anything else is dropped and reported at its line, so one
+torn or poisoned reading never reaches another source's numbers.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from .._labels import LabelPairs
@@ -23,7 +28,16 @@ __all__ = ["Reading", "histogram_part", "readings", "source_of"]
 
 _NAME = re.compile(r"(.*?)(\d+)\.prom")
 _MS_DIGITS = 13
+_HISTOGRAM_PARTS = ("_bucket", "_sum", "_count")
+_HISTOGRAM_COUNTERS = ("_exceeds_max", "_is_negative")
+"""The Rust crate's (and our) out-of-range counters beside a histogram; counters whatever their
+TYPE line says (the Rust crate declares them ``gauge`` since 0.10, untyped before)."""
 _GAUGE_PARTS = ("_mean", "_variance", "_skewness", "_kurtosis", "_m2", "_m3", "_m4")
+_MAX_COUNT = 2.0**53
+"""Counts above this are not exact in a float; a histogram or moments count beyond is refused."""
+
+Problem = Callable[..., None]
+"""``problem(line, message, malformed=...)``, as :meth:`Parse.report`."""
 
 
 class Reading(NamedTuple):
@@ -36,6 +50,8 @@ class Reading(NamedTuple):
     value: Any
     """float, :data:`~biometrics.exporter.merge.HistogramValue` or ``MomentsReading``."""
     ts: int
+    line: int = 0
+    """The segment line that completed the reading (0 when not from a file)."""
 
 
 def source_of(filename: str) -> tuple[str, int] | None:
@@ -54,9 +70,21 @@ def source_of(filename: str) -> tuple[str, int] | None:
     return prefix.rstrip("._-") or "-", int(digits)
 
 
-def _moments(parts: dict[str, float]) -> MomentsReading:
-    n = int(parts["_count"])
-    mean = parts["_mean"] if n > 0 and math.isfinite(parts["_mean"]) else 0.0
+def _is_count(x: float) -> bool:
+    return 0.0 <= x <= _MAX_COUNT and x.is_integer()
+
+
+def _moments(parts: dict[str, float]) -> MomentsReading | str:
+    """The reading, or why it cannot be merged."""
+    count = parts["_count"]
+    if not _is_count(count):
+        return f"moments count {count!r} is not a whole number in [0, 2**53]"
+    n = int(count)
+    mean = parts["_mean"]
+    if n > 0 and not math.isfinite(mean):
+        return f"moments mean {mean!r} is not finite"
+    if n == 0:
+        mean = 0.0
     if "_m2" in parts:
         m2, m3, m4 = (parts.get(k, 0.0) for k in ("_m2", "_m3", "_m4"))
     else:
@@ -65,96 +93,203 @@ def _moments(parts: dict[str, float]) -> MomentsReading:
         skew, kurt = parts.get("_skewness", math.nan), parts.get("_kurtosis", math.nan)
         m3 = skew * m2**1.5 / math.sqrt(n) if m2 > 0 and math.isfinite(skew) else 0.0
         m4 = kurt * m2 * m2 / n if m2 > 0 and math.isfinite(kurt) else 0.0
+    if not (math.isfinite(m2) and math.isfinite(m3) and math.isfinite(m4)) or m2 < 0:
+        return f"moments sums ({m2!r}, {m3!r}, {m4!r}) are not finite"
     return MomentsReading(n, mean, m2, m3, m4)
+
+
+def _moments_complete(parts: dict[str, Any]) -> bool:
+    """Every part its writer writes: ours end in ``_m4``, the Rust crate's in ``_kurtosis``."""
+    if "_count" not in parts or "_mean" not in parts:
+        return False
+    return "_m4" in parts if "_m2" in parts else "_kurtosis" in parts
 
 
 class _Grouper:
     """Collects one emit's multi-line readings; ``flush`` turns them into readings."""
 
-    def __init__(self, problem: Callable[[int, str], None]) -> None:
+    def __init__(self, problem: Problem, moments_families: set[str]) -> None:
         self.problem = problem
+        self.moments_families = moments_families
         self.histograms: dict[tuple[str, LabelPairs, int], dict[str, Any]] = {}
-        self.moments: dict[tuple[str, LabelPairs, int], dict[str, float]] = {}
+        self.moments: dict[tuple[str, LabelPairs, int], dict[str, Any]] = {}
 
-    def flush(self) -> Iterator[Reading]:
+    def flush(self, *, at_end: bool) -> Iterator[Reading]:
+        """The finished group's readings; ``at_end``: the segment ends here (a writer may have
+        been stopped in the middle of this emission)."""
+        cut = "cut short at the end of the segment (writer stopped?); dropped"
         for (family, labels, ts), h in self.histograms.items():
-            histogram = self._histogram(h)
+            line = h["line"]
+            if "count" not in h and not (math.inf in h["buckets"] and "sum" in h):
+                self.problem(line, f"histogram {family} reading has no _count: {cut}"
+                             if at_end else f"histogram {family} reading has no _count; dropped",
+                             malformed=not at_end)  # fmt: skip
+                continue
+            histogram = self._histogram(family, h)
             if histogram is not None:
-                yield Reading("histogram", family, labels, histogram, ts)
+                yield Reading("histogram", family, labels, histogram, ts, line)
         for (base, labels, ts), parts in self.moments.items():
-            if "_count" in parts and "_mean" in parts:
-                yield Reading("moments", base, labels, _moments(parts), ts)
+            line = parts.pop("line")
+            if _moments_complete(parts):
+                moments = _moments(parts)
+                if isinstance(moments, str):
+                    self.problem(line, f"{base}: {moments}; reading dropped")
+                    continue
+                self.moments_families.add(base)
+                yield Reading("moments", base, labels, moments, ts, line)
+                continue
+            if base in self.moments_families or len(parts) > 1:
+                self.problem(line, f"moments {base} reading is incomplete: {cut}"
+                             if at_end else f"moments {base} reading is incomplete; dropped",
+                             malformed=not at_end)  # fmt: skip
                 continue
             for suffix, value in parts.items():
-                kind = "counter" if suffix == "_count" else "gauge"
-                yield Reading(kind, base + suffix, labels, value, ts)
+                if suffix == "_count":
+                    if _counter_ok(self.problem, base + suffix, value, line):
+                        yield Reading("counter", base + suffix, labels, value, ts, line)
+                else:
+                    yield Reading("gauge", base + suffix, labels, value, ts, line)
         self.histograms.clear()
         self.moments.clear()
 
-    def _histogram(self, h: dict[str, Any]) -> HistogramValue | None:
+    def _histogram(self, family: str, h: dict[str, Any]) -> HistogramValue | None:
         cumulative: dict[float, float] = h["buckets"]
+        lines: dict[float, int] = h["lines"]
         infinite = cumulative.pop(math.inf, None)
         buckets: dict[float, float] = {}
         previous = 0.0
         for le in sorted(cumulative):
             n = cumulative[le]
+            if not _is_count(n):
+                self.problem(lines[le], f"bucket le={le!r} count {n!r} is not a whole number "
+                             "in [0, 2**53]; histogram reading dropped")  # fmt: skip
+                return None
             if n < previous:
-                self.problem(
-                    h["lines"][le], f"bucket le={le!r} count {n} is below a lower bucket's"
-                )
+                self.problem(lines[le], f"bucket le={le!r} count {n} is below a lower bucket's; "
+                             "histogram reading dropped")  # fmt: skip
                 return None
             if n > previous:
                 buckets[le] = n - previous
             previous = n
         count = h.get("count", infinite if infinite is not None else previous)
-        return buckets, h.get("sum", 0.0), count
+        line = h["line"]
+        if not _is_count(count) or count < previous:
+            self.problem(line, f"histogram {family} count {count!r} is not a whole number in "
+                         f"[{previous:g}, 2**53]; reading dropped")  # fmt: skip
+            return None
+        if infinite is not None and infinite != count:
+            self.problem(line, f"histogram {family} has le=\"+Inf\" {infinite!r} but _count "
+                         f"{count!r}; reading dropped")  # fmt: skip
+            return None
+        total = h.get("sum", 0.0)
+        if not math.isfinite(total):
+            self.problem(line, f"histogram {family} _sum {total!r} is not finite; reading dropped")
+            return None
+        return buckets, total, count
 
 
-def readings(parsed: Parse, default_ts: int) -> Iterator[Reading | Metadata]:
+def _counter_ok(problem: Problem, name: str, value: float, line: int) -> bool:
+    if 0.0 <= value < math.inf:
+        return True
+    problem(line, f"counter {name} value {value!r} is not a finite number >= 0; reading dropped")
+    return False
+
+
+class _Kinds:
+    """What each sample name is part of: its own TYPE line, else what the store already holds
+    under that name (``known``), else a gauge.
+
+    Histogram parts are recognised by their family's TYPE before their own, because the Rust
+    crate also declares ``x_sum`` a gauge and ``x_count`` a counter.  Falling back on ``known``
+    lets a segment whose first samples lack their TYPE line (the Rust crate does that after a
+    rotation) still read as the types declared before.
+    """
+
+    def __init__(self, known: Mapping[str, str]) -> None:
+        self.types: dict[str, str] = {}
+        self.known = known
+        self._cache: dict[str, tuple[str, str]] = {}
+
+    def declare(self, name: str, kind: str) -> None:
+        self.types[name] = kind
+        self._cache.clear()
+
+    def kind_of(self, name: str) -> str | None:
+        kind = self.types.get(name)
+        return self.known.get(name) if kind is None else kind
+
+    def classify(self, name: str) -> tuple[str, str]:
+        """``(role, family)``: role is counter, gauge, histogram (a part) or moments (a part)."""
+        found = self._cache.get(name)
+        if found is None:
+            found = self._cache[name] = self._classify(name)
+        return found
+
+    def _classify(self, name: str) -> tuple[str, str]:
+        for suffix in _HISTOGRAM_PARTS:
+            if name.endswith(suffix) and self.kind_of(name[: -len(suffix)]) == "histogram":
+                return "histogram", name[: -len(suffix)]
+        for suffix in _HISTOGRAM_COUNTERS:
+            if name.endswith(suffix) and self.kind_of(name[: -len(suffix)]) == "histogram":
+                return "counter", name
+        kind = self.kind_of(name)
+        if kind == "counter" and name.endswith("_count"):
+            return "moments", name[:-6]
+        if kind in ("counter", "histogram"):
+            return kind, name
+        if kind is None or kind == "gauge":
+            cut = name.rfind("_")
+            if name.endswith(_GAUGE_PARTS) or (kind is None and name.endswith("_count")):
+                base = name[:cut]
+                if kind == "gauge" or self.kind_of(base) == "moments":
+                    return "moments", base
+        return "gauge", name
+
+
+def readings(
+    parsed: Parse, default_ts: int, known: Mapping[str, str] | None = None
+) -> Iterator[Reading | Metadata]:
     """The readings of one segment, in file order of completion, plus its metadata lines.
 
-    Samples without a timestamp take ``default_ts`` (the segment's name time).  Problems are
-    recorded on ``parsed`` like the parser's own, with file and line.
+    Samples without a timestamp take ``default_ts`` (the segment's name time).  ``known`` maps
+    family names to the kind already held for them (the store's), used for samples this
+    segment gives no TYPE line.  Problems are recorded on ``parsed`` like the parser's own, with
+    file and line.
     """
-    types: dict[str, str] = {}
-    grouper = _Grouper(parsed.report)
+    kinds = _Kinds(known if known is not None else {})
+    grouper = _Grouper(parsed.report, {n for n, k in kinds.known.items() if k == "moments"})
+    problem = parsed.report
     current_ts: int | None = None
     for item in parsed:
         if isinstance(item, Metadata):
             if item.kind == "TYPE":
-                types[item.name] = item.text
+                kinds.declare(item.name, item.text)
             yield item
             continue
-        name, labels, value, ts, _ = item
+        name, labels, value, ts, line = item
         if ts is None:
             ts = default_ts
         if ts != current_ts:
-            yield from grouper.flush()
+            yield from grouper.flush(at_end=False)
             current_ts = ts
-        kind = types.get(name)
-        if kind is None:
-            base, kind = histogram_part(name, types)
-            if kind is not None:
-                _add_histogram_line(grouper, base, item._replace(timestamp_ms=ts))
-                continue
-            kind = "gauge"
-        elif kind == "histogram":
-            _add_histogram_line(grouper, name, item._replace(timestamp_ms=ts))
-            continue
-        if kind == "counter" and name.endswith("_count"):
-            grouper.moments.setdefault((name[:-6], labels, ts), {})["_count"] = value
-            continue
-        if kind == "gauge" and name.endswith(_GAUGE_PARTS):
-            cut = name.rindex("_")
-            grouper.moments.setdefault((name[:cut], labels, ts), {})[name[cut:]] = value
-            continue
-        yield Reading("counter" if kind == "counter" else "gauge", name, labels, value, ts)
-    yield from grouper.flush()
+        role, family = kinds.classify(name)
+        if role == "histogram":
+            _add_histogram_line(grouper, family, item._replace(timestamp_ms=ts))
+        elif role == "moments":
+            parts = grouper.moments.setdefault((family, labels, ts), {})
+            parts[name[len(family) :]] = value
+            parts["line"] = line
+        elif role == "counter":
+            if _counter_ok(problem, name, value, line):
+                yield Reading("counter", name, labels, value, ts, line)
+        else:
+            yield Reading("gauge", name, labels, value, ts, line)
+    yield from grouper.flush(at_end=True)
 
 
 def histogram_part(name: str, types: dict[str, str]) -> tuple[str, str | None]:
     """``(family, "histogram")`` for a line of a declared histogram, else ``(name, None)``."""
-    for suffix in ("_bucket", "_sum", "_count"):
+    for suffix in _HISTOGRAM_PARTS:
         if name.endswith(suffix):
             base = name[: -len(suffix)]
             if types.get(base) == "histogram":
@@ -174,6 +309,7 @@ def _add_histogram_line(grouper: _Grouper, base: str, sample: Sample) -> None:
         le = float(dict(labels)["le"])
         labels = rest
     h = grouper.histograms.setdefault((base, labels, ts), {"buckets": {}, "lines": {}})
+    h["line"] = line
     if le is not None:
         h["buckets"][le] = value
         h["lines"][le] = line

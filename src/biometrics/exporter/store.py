@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,6 +109,12 @@ class Store:
         self.max_series = max_series
         self.lock = threading.RLock()
         self._families: dict[str, _Family] = {}
+        self._kinds: dict[str, str] = {}
+        """Family name -> kind, for segments whose samples come before their TYPE line."""
+        self._claims: dict[str, str] = {}
+        """Every name a family puts on the page -> the family, so two never collide."""
+        self.newest_ts = 0
+        """The newest reading time ingested from any source: the clock of ``forget_stale``."""
         self._sources: dict[str, int] = {}
         self._keys: dict[str, set[Key]] = {}
         self._tombstones: dict[str, int] = {}
@@ -132,10 +138,23 @@ class Store:
         """Fold a whole parsed segment in, its HELP texts included.
 
         Readings go in chunks, so the lock (and with it a scrape) is never held for a whole
-        large segment.
+        large segment.  A reading refused because its name holds another kind is reported on
+        ``parsed`` (once per name and segment), as not the segment's fault.
         """
-        for chunk in self._chunks(readings(parsed, default_ts)):
-            self.ingest(source, chunk)
+        reported: set[str] = set()
+
+        def conflict(reading: Reading, held: str) -> None:
+            if reading.family not in reported:
+                reported.add(reading.family)
+                parsed.report(
+                    reading.line,
+                    f"{reading.family} is a {reading.kind} here but {held} already holds that "
+                    "name on the page; this segment's readings of it are dropped",
+                    malformed=False,
+                )
+
+        for chunk in self._chunks(readings(parsed, default_ts, self._kinds)):
+            self.ingest(source, chunk, on_conflict=conflict)
 
     def _chunks(self, items: Iterable[Reading | Metadata]) -> Iterator[list[Reading]]:
         chunk: list[Reading] = []
@@ -151,8 +170,18 @@ class Store:
         if chunk:
             yield chunk
 
-    def ingest(self, source: str, items: Iterable[Reading]) -> int:
-        """Fold ``source``'s readings in; returns how many changed the store."""
+    def ingest(
+        self,
+        source: str,
+        items: Iterable[Reading],
+        *,
+        on_conflict: Callable[[Reading, str], None] | None = None,
+    ) -> int:
+        """Fold ``source``'s readings in; returns how many changed the store.
+
+        ``on_conflict(reading, holder)`` hears of each reading dropped because its name (or a
+        name it would render) is already another kind's.
+        """
         if not source:
             raise ValueError("source names are never empty")
         applied = 0
@@ -166,10 +195,14 @@ class Store:
                         continue
                     del self._tombstones[source]
                     tomb = None
-                if self._apply(source, keys, reading):
+                outcome = self._apply(source, keys, reading)
+                if outcome is True:
                     applied += 1
                     seen = max(seen, reading.ts)
+                elif outcome and on_conflict is not None:
+                    on_conflict(reading, outcome)
             self._sources[source] = seen
+            self.newest_ts = max(self.newest_ts, seen)
             if not keys:
                 del self._keys[source]
                 del self._sources[source]
@@ -177,15 +210,20 @@ class Store:
                 self.version += 1
         return applied
 
-    def _apply(self, source: str, keys: set[Key], reading: Reading) -> bool:
-        kind, name, labels, value, ts = reading
+    def _apply(self, source: str, keys: set[Key], reading: Reading) -> bool | str:
+        """True if applied; False if not newer or over the bound; else what holds the name."""
+        kind, name, labels, value, ts, _ = reading
         family = self._families.get(name)
         if family is None:
+            holder = self._claim(name, kind)
+            if holder is not None:
+                self.conflicts += 1
+                return holder
             mode = self.rules.gauge_mode_for(name) if kind == "gauge" else ""
             family = self._families[name] = _Family(kind, mode)
         elif family.kind != kind:
             self.conflicts += 1
-            return False
+            return f"the {family.kind} {name}"
         if self.rules.per_source or family.mode == "all":
             labels = _with_source(labels, source)
         key = (name, labels)
@@ -204,8 +242,31 @@ class Store:
         self._dirty.add(key)
         return True
 
+    def _claim(self, name: str, kind: str) -> str | None:
+        """Reserve the names family ``name`` renders; None, or the family already holding one."""
+        names = _page_names(name, kind)
+        claims = self._claims
+        for out in names:
+            holder = claims.get(out)
+            if holder is not None and holder != name:
+                return f"the {self._families[holder].kind} {holder}"
+        for out in names:
+            claims[out] = name
+        self._kinds[name] = kind
+        return None
+
+    def _release(self, name: str, kind: str) -> None:
+        for out in _page_names(name, kind):
+            if self._claims.get(out) == name:
+                del self._claims[out]
+        self._kinds.pop(name, None)
+
     def forget_stale(self, now_ms: int, forget_after_ms: int) -> list[str]:
-        """Drop sources whose newest reading is older than ``forget_after_ms``."""
+        """Drop sources whose newest reading is older than ``now_ms - forget_after_ms``.
+
+        The caller picks ``now_ms``: the daemon passes :attr:`newest_ts` while it drains a
+        backlog (see docs/ARCHITECTURE.md, "Forgetting").
+        """
         cutoff = now_ms - forget_after_ms
         with self.lock:
             stale = [s for s, seen in self._sources.items() if seen < cutoff]
@@ -228,6 +289,7 @@ class Store:
                 self._dirty.discard(key)
                 if not family.series:
                     del self._families[name]
+                    self._release(name, family.kind)
             else:
                 self._dirty.add(key)
 
@@ -300,6 +362,8 @@ class Store:
         """Replace the contents with what :meth:`to_json` gave (format checked by the caller)."""
         with self.lock:
             self._families.clear()
+            self._kinds.clear()
+            self._claims.clear()
             self._keys.clear()
             self._dirty.clear()
             self._sources = {str(k): int(v) for k, v in data["sources"].items()}
@@ -307,6 +371,8 @@ class Store:
             self._helps = {str(k): str(v) for k, v in data["helps"].items()}
             self.entries = 0
             for name, f in data["families"].items():
+                if self._claim(name, f["kind"]) is not None:
+                    raise ValueError(f"family {name} collides with another on the page")
                 family = self._families[name] = _Family(f["kind"], f["mode"])
                 for raw_labels, state in f["series"]:
                     labels: LabelPairs = tuple((str(k), str(v)) for k, v in raw_labels)
@@ -318,7 +384,22 @@ class Store:
                         if source:
                             self._keys.setdefault(source, set()).add((name, labels))
                             self.entries += 1
+            self.newest_ts = max(self._sources.values(), default=0)
             self.version += 1
+
+
+_MOMENTS_NAMES = ("_count", "_mean", "_variance", "_skewness", "_kurtosis", "_m2", "_m3", "_m4")
+
+
+def _page_names(name: str, kind: str) -> tuple[str, ...]:
+    """Every metric and family name a family of this kind renders, in either format."""
+    if kind == "histogram":
+        return (name, name + "_bucket", name + "_sum", name + "_count")
+    if kind == "moments":
+        return (name, *(name + suffix for suffix in _MOMENTS_NAMES))
+    if kind == "counter" and name.endswith("_total"):
+        return (name, name[:-6])
+    return (name,)
 
 
 def _out_kind(kind: str, out_name: str, name: str) -> str:

@@ -8,6 +8,7 @@ histogram bounds such as ``le="1.0000"`` (normalised to our one rendering of eac
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO, NamedTuple
@@ -21,16 +22,19 @@ MAX_LINE = 1 << 20
 """Longest line accepted (1 MiB); longer ones are reported and skipped, never buffered whole."""
 _BLOCK = 1 << 18
 _LABEL_CACHE = 100_000
+_MAX_TS_DIGITS = 19
+_MAX_TS = 2**63 - 1
+"""Timestamps are int64 milliseconds, as in Prometheus and remote write."""
 
 _SAMPLE = re.compile(
-    r"([a-zA-Z_:.][a-zA-Z0-9_:.]*)[ \t]*"
+    r"([^ \t{}\"#=,][^ \t{}\"=,]*)[ \t]*"
     r"(?:\{((?:[^\"}]|\"(?:[^\"\\]|\\.)*\")*)\})?"
     r"[ \t]+(\S+)(?:[ \t]+(\S+))?[ \t]*"
 )
 _LABEL = re.compile(
     r"[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*\"((?:[^\"\\]|\\.)*)\"[ \t]*(,|\Z)"
 )
-_META = re.compile(r"#[ \t]+(HELP|TYPE)[ \t]+([a-zA-Z_:.][a-zA-Z0-9_:.]*)(?:[ \t]+(.*))?")
+_META = re.compile(r"#[ \t]+(HELP|TYPE)[ \t]+([^ \t{}\"=,]+)(?:[ \t]+(.*))?")
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped", "unknown"})
 _ESCAPES = re.compile(r"\\(.)")
 _SPECIAL = {"+Inf": float("inf"), "-Inf": float("-inf"), "inf": float("inf"),
@@ -92,16 +96,30 @@ class Parse:
         self.lines = 0
         self.samples = 0
         self._torn = b""
+        self._benign: list[ParseError] = []
 
     @property
     def malformed(self) -> list[ParseError]:
-        """The problems but the dropped torn last line, which is a killed writer, not bad data."""
-        return self.problems[:-1] if self.truncated else self.problems
+        """The problems that are bad data.
 
-    def report(self, line: int, message: str) -> None:
-        """Record (or, when strict, raise) a problem found at ``line``, as the parser does."""
+        Left out: what a killed writer leaves (the torn last line, a reading cut short at the
+        end) and what is about other files (a name another source gave another type).
+        """
+        if not self._benign:
+            return self.problems
+        benign = {id(p) for p in self._benign}
+        return [p for p in self.problems if id(p) not in benign]
+
+    def report(self, line: int, message: str, *, malformed: bool = True) -> None:
+        """Record (or, when strict, raise) a problem found at ``line``, as the parser does.
+
+        ``malformed=False`` marks a problem that is not the file's fault (see :attr:`malformed`);
+        it is recorded, never raised.
+        """
         error = ParseError(self.path, line, message)
-        if self.strict:
+        if not malformed:
+            self._benign.append(error)
+        elif self.strict:
             raise error
         self.problems.append(error)
 
@@ -178,6 +196,9 @@ class Parse:
                 if not (ts_text.isdigit() and ts_text.isascii()):
                     problem(number, f"invalid timestamp {ts_text[:40]!r}: integer ms expected")
                     continue
+                if len(ts_text) > _MAX_TS_DIGITS or int(ts_text) > _MAX_TS:
+                    problem(number, f"timestamp {ts_text[:40]!r} is beyond int64 milliseconds")
+                    continue
                 timestamp = int(ts_text)
             labels: tuple[tuple[str, str], ...] | None = ()
             if label_text:
@@ -198,12 +219,10 @@ class Parse:
         if self._torn:
             self.lines = number + 1
             self.truncated = True
-            self.problems.append(
-                ParseError(
-                    self.path,
-                    number + 1,
-                    "last line has no newline (writer stopped mid-line?); dropped",
-                )
+            self.report(
+                number + 1,
+                "last line has no newline (writer stopped mid-line?); dropped",
+                malformed=False,
             )
 
     def _comment(self, line: str, number: int) -> Metadata | None:
@@ -235,10 +254,13 @@ class Parse:
                 return None
             if key == "le":
                 try:
-                    value = format_le(_float(value))
+                    le = _float(value)
                 except ValueError:
+                    le = math.nan
+                if math.isnan(le):
                     self.report(number, f"le={value[:40]!r} is not a number")
                     return None
+                value = format_le(le)
             pairs[key] = value
             pos = m.end()
         return tuple(sorted(pairs.items()))
