@@ -102,3 +102,113 @@ def test_samples_without_timestamps_take_the_segment_time() -> None:
     """Untimestamped lines get the time in the file name."""
     got = only_readings(list(readings(parse(io.BytesIO(b"up 1\n")), 99)))
     assert got["up", "gauge"] == Reading("gauge", "up", (), 1.0, 99, 1)
+
+
+def seg(text: bytes) -> tuple[dict[tuple[str, str], Reading], list[str], list[str]]:
+    """Readings of ``text``, all problems, and the problems that are bad data."""
+    parsed = parse(io.BytesIO(text), path="seg.prom")
+    got = only_readings(list(readings(parsed, 0)))
+    return got, [str(p) for p in parsed.problems], [str(p) for p in parsed.malformed]
+
+
+MOMENTS_TYPES = b"# TYPE m_count counter\n" + b"".join(
+    b"# TYPE m_%s gauge\n" % part for part in (b"mean", b"variance", b"skewness", b"kurtosis",
+                                               b"m2", b"m3", b"m4")
+)
+HIST = b'# TYPE h histogram\nh_bucket{le="1.0"} 1 5\nh_bucket{le="+Inf"} 2 5\nh_sum 3 5\n'
+
+
+def test_a_histogram_cut_short_at_the_end_is_dropped_not_taken() -> None:
+    """Buckets but no _count at the segment's end: a stopped writer; dropped, not malformed."""
+    got, problems, malformed = seg(HIST[:-10] + b"h_bucket{le=\"2.0\"} 1 5\n")
+    assert ("h", "histogram") not in got
+    assert problems == ["seg.prom:4: histogram h reading has no _count: cut short at the end "
+                        "of the segment (writer stopped?); dropped"]  # fmt: skip
+    assert malformed == []
+
+
+def test_a_histogram_without_count_mid_segment_is_malformed() -> None:
+    """The same gap before the segment goes on is bad data: reported as malformed."""
+    text = b'# TYPE h histogram\nh_bucket{le="1.0"} 1 5\nh_bucket{le="1.0"} 1 6\nh_count 1 6\n'
+    got, _, malformed = seg(text)
+    assert got["h", "histogram"].ts == 6
+    assert malformed == ["seg.prom:2: histogram h reading has no _count; dropped"]
+
+
+def test_moments_cut_short_are_dropped_and_whole_ones_taken() -> None:
+    """Ours end in _m4, the Rust crate's in _kurtosis: anything shorter is not a reading."""
+    whole = MOMENTS_TYPES + (b"m_count 2 5\nm_mean 1 5\nm_variance 0 5\nm_skewness 0 5\n"
+                             b"m_kurtosis 0 5\nm_m2 0 5\nm_m3 0 5\nm_m4 0 5\n")  # fmt: skip
+    got, problems, _ = seg(whole)
+    assert got["m", "moments"].value.n == 2 and problems == []
+    got, problems, malformed = seg(whole + b"m_count 3 6\nm_mean 1 6\nm_variance 0 6\n")
+    assert got["m", "moments"].ts == 5
+    assert len(problems) == 1 and "moments m reading is incomplete" in problems[0]
+    assert malformed == []
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"c NaN 5\n", "counter c value nan is not a finite number >= 0"),
+        (b"c +Inf 5\n", "counter c value inf is not a finite number >= 0"),
+        (b"c -1 5\n", "counter c value -1.0 is not a finite number >= 0"),
+        (b"c 1 " + b"9" * 5000 + b"\n", "is beyond int64 milliseconds"),
+        (b"c 1 9223372036854775808\n", "is beyond int64 milliseconds"),
+        (b'h_bucket{le="NaN"} 1 5\n', "le='NaN' is not a number"),
+    ],
+)
+def test_poison_values_are_dropped_with_their_line(line: bytes, message: str) -> None:
+    """NaN/Inf/negative counters, timestamps beyond int64, le=NaN: dropped at their line."""
+    got, _, malformed = seg(b"# TYPE c counter\n# TYPE h histogram\nok 1 5\n" + line)
+    assert len(malformed) == 1 and malformed[0].startswith("seg.prom:4: ")
+    assert message in malformed[0]
+    assert ("ok", "gauge") in got and ("c", "counter") not in got
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"m_count NaN 5\nm_mean 1 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
+         "moments count nan is not a whole number"),
+        (b"m_count 2.5 5\nm_mean 1 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
+         "moments count 2.5 is not a whole number"),
+        (b"m_count 2 5\nm_mean inf 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
+         "moments mean inf is not finite"),
+        (b'# TYPE h histogram\nh_bucket{le="1.0"} 0.5 5\nh_count 1 5\n', "is not a whole number"),
+        (b'# TYPE h histogram\nh_bucket{le="1.0"} 3 5\nh_count 2 5\n', "count 2.0 is not"),
+        (b'# TYPE h histogram\nh_bucket{le="+Inf"} 3 5\nh_sum 1 5\nh_count 2 5\n',
+         'has le="+Inf" 3.0 but _count 2.0'),
+        (b'# TYPE h histogram\nh_bucket{le="1.0"} 1 5\nh_sum inf 5\nh_count 1 5\n',
+         "_sum inf is not finite"),
+    ],
+)
+def test_readings_that_cannot_be_merged_are_dropped(text: bytes, message: str) -> None:
+    """Counts that are not whole, below a bucket, or disagreeing; non-finite sums and means."""
+    got, _, malformed = seg(MOMENTS_TYPES + text)
+    assert not [k for k in got if k[1] in ("moments", "histogram")]
+    assert len(malformed) == 1 and message in malformed[0], malformed
+
+
+def test_a_histogram_with_plus_inf_and_sum_but_no_count_is_whole() -> None:
+    """A writer that writes +Inf and _sum but no _count still gives the whole reading."""
+    got, problems, _ = seg(HIST)
+    assert got["h", "histogram"].value == ({1.0: 1.0}, 3.0, 2.0) and problems == []
+
+
+def test_names_still_invalid_after_dots_are_sanitised() -> None:
+    """The Rust crate writes ``weird-name/x`` and ``9lives``: read as ``weird_name_x``, ``_9lives``."""
+    got, problems, _ = seg(b"# TYPE weird-name/x counter\nweird-name/x 7 5\n9lives 9 5\n")
+    assert got["weird_name_x", "counter"].value == 7 and got["_9lives", "gauge"].value == 9
+    assert problems == []
+
+
+def test_untyped_samples_take_the_kind_already_held() -> None:
+    """A segment that starts before its TYPE lines (Rust, after a rotation) reads as before."""
+    text = b'c 4 5\nh_bucket{le="1.0"} 1 5\nh_sum 1 5\nh_count 1 5\nh_exceeds_max 2 5\n'
+    parsed = parse(io.BytesIO(text), path="seg.prom")
+    got = only_readings(list(readings(parsed, 0, {"c": "counter", "h": "histogram"})))
+    assert got["c", "counter"].value == 4
+    assert got["h", "histogram"].value == ({1.0: 1.0}, 1.0, 1.0)
+    assert got["h_exceeds_max", "counter"].value == 2
+    assert parsed.problems == []

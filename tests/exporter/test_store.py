@@ -1,5 +1,7 @@
 """The store: merging across sources, per-source mode, bounds, forgetting, and its JSON form."""
 
+import math
+
 import pytest
 
 from biometrics.exporter import MergeRules, Reading, Store
@@ -98,3 +100,48 @@ def test_openmetrics_page_names_counter_samples_total_and_ends_in_eof() -> None:
     store = Store()
     store.ingest("a", [counter("c_total", 5, 1)])
     assert store.render(openmetrics=True) == "# TYPE c counter\nc_total 5\n# EOF\n"
+
+
+def test_sums_that_overflow_render_and_reload() -> None:
+    """1e308 from two sources: +Inf on the page, no crash, and the snapshot loads back."""
+    import json
+
+    store = Store(MergeRules(gauges=(("g", "sum"),)))
+    store.ingest("a", [counter("c_total", 1e308, 1), gauge("g", 1e308, 1)])
+    store.ingest("b", [counter("c_total", 1e308, 1), gauge("g", 1e308, 1)])
+    assert lines(store) == ["c_total +Inf", "g +Inf"]
+    again = Store(MergeRules(gauges=(("g", "sum"),)))
+    again.load_json(json.loads(json.dumps(store.to_json())))
+    assert lines(again) == ["c_total +Inf", "g +Inf"]
+    again.ingest("b", [counter("c_total", 1.0, 2), gauge("g", 1.0, 2)])  # b restarts
+    assert lines(again) == ["c_total +Inf", "g 1e+308"]
+
+
+def test_a_summed_gauge_of_plus_and_minus_inf_is_nan_then_recovers() -> None:
+    """``--gauge x=sum`` over +Inf and -Inf is NaN (no crash); it recovers when one moves."""
+    store = Store(MergeRules(gauges=(("x", "sum"),)))
+    store.ingest("a", [gauge("x", math.inf, 1)])
+    store.ingest("b", [gauge("x", -math.inf, 1)])
+    assert lines(store) == ["x NaN"]
+    store.ingest("b", [gauge("x", 2.0, 2)])
+    assert lines(store) == ["x +Inf"]
+    store.ingest("a", [gauge("x", 1.0, 2)])
+    assert lines(store) == ["x 3.0"]
+
+
+def test_a_name_two_kinds_claim_keeps_the_first() -> None:
+    """Histogram ``h`` then a plain ``h_count`` elsewhere: one ``h_count`` on the page."""
+    store = Store()
+    heard: list[tuple[str, str]] = []
+    store.ingest("a", [Reading("histogram", "h", (), ({1.0: 2.0}, 1.5, 2.0), 1)])
+    applied = store.ingest("b", [counter("h_count", 9, 1), counter("h_bucket", 1, 1)],
+                           on_conflict=lambda r, held: heard.append((r.family, held)))  # fmt: skip
+    assert applied == 0 and store.conflicts == 2
+    assert heard == [("h_count", "the histogram h"), ("h_bucket", "the histogram h")]
+    page = lines(store)
+    assert page.count("h_count 2") == 1 and not [x for x in page if x.startswith("h_count 9")]
+    store.ingest("c", [counter("x_count", 1, 1)])
+    heard.clear()
+    store.ingest("d", [Reading("histogram", "x", (), ({}, 0.0, 0.0), 1)],
+                  on_conflict=lambda r, held: heard.append((r.family, held)))  # fmt: skip
+    assert heard == [("x", "the counter x_count")]

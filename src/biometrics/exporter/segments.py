@@ -108,9 +108,10 @@ def _moments_complete(parts: dict[str, Any]) -> bool:
 class _Grouper:
     """Collects one emit's multi-line readings; ``flush`` turns them into readings."""
 
-    def __init__(self, problem: Problem, moments_families: set[str]) -> None:
+    def __init__(self, problem: Problem, known: Mapping[str, str]) -> None:
         self.problem = problem
-        self.moments_families = moments_families
+        self.known = known
+        self.moments_families: set[str] = set()
         self.histograms: dict[tuple[str, LabelPairs, int], dict[str, Any]] = {}
         self.moments: dict[tuple[str, LabelPairs, int], dict[str, Any]] = {}
 
@@ -138,7 +139,11 @@ class _Grouper:
                 self.moments_families.add(base)
                 yield Reading("moments", base, labels, moments, ts, line)
                 continue
-            if base in self.moments_families or len(parts) > 1:
+            if (
+                base in self.moments_families
+                or self.known.get(base) == "moments"
+                or len(parts) > 1
+            ):
                 self.problem(line, f"moments {base} reading is incomplete: {cut}"
                              if at_end else f"moments {base} reading is incomplete; dropped",
                              malformed=not at_end)  # fmt: skip
@@ -257,7 +262,7 @@ def readings(
     file and line.
     """
     kinds = _Kinds(known if known is not None else {})
-    grouper = _Grouper(parsed.report, {n for n, k in kinds.known.items() if k == "moments"})
+    grouper = _Grouper(parsed.report, kinds.known)
     problem = parsed.report
     current_ts: int | None = None
     for item in parsed:
