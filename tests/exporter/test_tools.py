@@ -106,3 +106,27 @@ def test_progress_bar_draws_on_a_terminal_only() -> None:
     quiet(1, 1)
     quiet.close()
     assert pipe.getvalue() == ""
+
+
+def test_check_reports_a_name_two_kinds_claim(tmp_path: Path) -> None:
+    """A histogram ``h`` in one file and a plain counter ``h_count`` in another: reported."""
+    (tmp_path / "a.1000.prom").write_text(
+        '# TYPE h histogram\nh_bucket{le="1.0"} 1 1000\nh_sum 1 1000\nh_count 1 1000\n'
+    )
+    (tmp_path / "b.1000.prom").write_text("# TYPE h_count counter\nh_count 5 1000\n")
+    files, problems = check([tmp_path])
+    assert files == 2
+    assert problems == [
+        f"{tmp_path / 'b.1000.prom'}:2: h_count is a counter here but the histogram h already "
+        "holds that name on the page; this segment's readings of it are dropped"
+    ]
+    page, _ = merged_page([tmp_path])
+    assert "h_count 1\n" in page and "h_count 5" not in page
+
+
+def test_tools_read_a_source_in_time_order_not_name_order(tmp_path: Path) -> None:
+    """``x.999.prom`` comes before ``x.1000.prom``: a string sort would take it for a restart."""
+    (tmp_path / "x.999.prom").write_text("# TYPE c_total counter\nc_total 5 999\n")
+    (tmp_path / "x.1000.prom").write_text("# TYPE c_total counter\nc_total 7 1000\n")
+    page, problems = merged_page([tmp_path])
+    assert "c_total 7\n" in page and problems == []

@@ -116,8 +116,10 @@ class _Grouper:
         self.moments: dict[tuple[str, LabelPairs, int], dict[str, Any]] = {}
 
     def flush(self, *, at_end: bool) -> Iterator[Reading]:
-        """The finished group's readings; ``at_end``: the segment ends here (a writer may have
-        been stopped in the middle of this emission)."""
+        """The finished group's readings.
+
+        ``at_end``: the segment ends here, so a writer may have stopped mid-emission.
+        """
         cut = "cut short at the end of the segment (writer stopped?); dropped"
         for (family, labels, ts), h in self.histograms.items():
             line = h["line"]
@@ -139,11 +141,7 @@ class _Grouper:
                 self.moments_families.add(base)
                 yield Reading("moments", base, labels, moments, ts, line)
                 continue
-            if (
-                base in self.moments_families
-                or self.known.get(base) == "moments"
-                or len(parts) > 1
-            ):
+            if base in self.moments_families or self.known.get(base) == "moments" or len(parts) > 1:
                 self.problem(line, f"moments {base} reading is incomplete: {cut}"
                              if at_end else f"moments {base} reading is incomplete; dropped",
                              malformed=not at_end)  # fmt: skip
@@ -201,13 +199,14 @@ def _counter_ok(problem: Problem, name: str, value: float, line: int) -> bool:
 
 
 class _Kinds:
-    """What each sample name is part of: its own TYPE line, else what the store already holds
-    under that name (``known``), else a gauge.
+    """What each sample name is part of.
 
-    Histogram parts are recognised by their family's TYPE before their own, because the Rust
-    crate also declares ``x_sum`` a gauge and ``x_count`` a counter.  Falling back on ``known``
-    lets a segment whose first samples lack their TYPE line (the Rust crate does that after a
-    rotation) still read as the types declared before.
+    Its own TYPE line decides, else what the store already holds under that name (``known``),
+    else it is a gauge.  Histogram parts are recognised by their family's TYPE in the same
+    segment before their own, because the Rust crate also declares ``x_sum`` a gauge and
+    ``x_count`` a counter.
+    Falling back on ``known`` lets a segment whose first samples lack their TYPE line (the Rust
+    crate does that after a rotation) still read as the types declared before.
     """
 
     def __init__(self, known: Mapping[str, str]) -> None:
@@ -231,12 +230,11 @@ class _Kinds:
         return found
 
     def _classify(self, name: str) -> tuple[str, str]:
-        for suffix in _HISTOGRAM_PARTS:
-            if name.endswith(suffix) and self.kind_of(name[: -len(suffix)]) == "histogram":
-                return "histogram", name[: -len(suffix)]
-        for suffix in _HISTOGRAM_COUNTERS:
-            if name.endswith(suffix) and self.kind_of(name[: -len(suffix)]) == "histogram":
-                return "counter", name
+        found = self._histogram_side(name, self.types)
+        if found is None and name not in self.types:
+            found = self._histogram_side(name, self.known)
+        if found is not None:
+            return found
         kind = self.kind_of(name)
         if kind == "counter" and name.endswith("_count"):
             return "moments", name[:-6]
@@ -249,6 +247,16 @@ class _Kinds:
                 if kind == "gauge" or self.kind_of(base) == "moments":
                     return "moments", base
         return "gauge", name
+
+    @staticmethod
+    def _histogram_side(name: str, types: Mapping[str, str]) -> tuple[str, str] | None:
+        for suffix in _HISTOGRAM_PARTS:
+            if name.endswith(suffix) and types.get(name[: -len(suffix)]) == "histogram":
+                return "histogram", name[: -len(suffix)]
+        for suffix in _HISTOGRAM_COUNTERS:
+            if name.endswith(suffix) and types.get(name[: -len(suffix)]) == "histogram":
+                return "counter", name
+        return None
 
 
 def readings(

@@ -196,7 +196,12 @@ class Shipper:
     def run(self, stop: threading.Event) -> None:
         """Ship until ``stop`` is set; a request being retried is abandoned (and kept)."""
         while not stop.is_set():
-            self.ship_pass(stop)
+            try:
+                self.ship_pass(stop)
+            except Exception as e:
+                self.metrics.failures.click()
+                log(logging.ERROR, "ship pass failed; retrying in 1 s", error=repr(e))
+                stop.wait(1.0)
             stop.wait(self.options.poll_interval)
 
     # -- one pass -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..errors import BiometricsError, ParseError
 from ..prometheus import Metadata, Parse, Reader, Sample
 from ..prometheus._text import Family, format_count, render_labels, render_page
-from .segments import histogram_part, readings, source_of
+from .segments import histogram_part, source_of
 from .store import Store
 
 __all__ = ["Timeline", "check", "merged_page", "segment_files", "timeline"]
@@ -47,7 +47,17 @@ def _source_and_time(path: str) -> tuple[str, int]:
     return name, int(os.stat(path).st_mtime * 1000)
 
 
+def _in_time_order(files: list[str]) -> list[str]:
+    """Each source's segments oldest first by their name's time, as ``serve`` reads them.
+
+    A string sort would put ``x.999.prom`` after ``x.1000.prom``.
+    """
+    named = [(source_of(os.path.basename(p)), i, p) for i, p in enumerate(files)]
+    return [p for _, _, p in sorted(named, key=lambda t: (t[0] or ("", 0), t[1]))]
+
+
 def _parse_each(files: list[str], progress: Progress | None) -> Iterator[tuple[str, Parse]]:
+    files = _in_time_order(files)
     for done, path in enumerate(files, 1):
         with open(path, "rb") as f:
             yield path, Parse(f, path=path)
@@ -175,14 +185,15 @@ def check(
     """
     files = segment_files(paths)
     problems: list[str] = []
+    store = Store()  # readings go through a store, so names two kinds claim are found too
     for path, parsed in _parse_each(files, progress):
         name = os.path.basename(path)
         parsed_name = source_of(name)
         if parsed_name is None:
             problems.append(f"{path}:0: name is not <prefix><epoch_ms>.prom; the exporter "
                             "quarantines it")  # fmt: skip
-        for _ in readings(parsed, parsed_name[1] if parsed_name else 0):
-            pass
+        source, default_ts = parsed_name or (name, 0)
+        store.ingest_segment(source, parsed, default_ts)
         found = parsed.problems
         if parsed.truncated and _still_written(path):
             found = parsed.malformed
