@@ -1,6 +1,7 @@
 import asyncio
 import math
 import time
+import weakref
 from bisect import bisect_left
 
 import pytest
@@ -196,3 +197,27 @@ def test_time_observes_even_when_the_block_raises() -> None:
     with pytest.raises(KeyError), h.time():
         raise KeyError("x")
     assert h.read().count == 1
+
+
+def test_out_of_range_counters_are_exact_before_any_fold() -> None:
+    """is_negative and exceeds_max count observations still pending, with no read() first."""
+    h = Histogram("h", max_value=10)
+    h.observe(-1)
+    h.observe(1e30)
+    assert h.is_negative.read() == 1
+    assert h.exceeds_max.read() == 1
+    h.observe(-math.inf)
+    assert (h.exceeds_max.read(), h.is_negative.read()) == (1, 2)
+    r = h.read()  # the reading's own copies agree (and read() does not deadlock on them)
+    assert (r.exceeds_max, r.is_negative, r.count) == (1, 2, 0)
+
+
+def test_out_of_range_counters_do_not_keep_their_histogram_alive() -> None:
+    """The counters reach the histogram weakly: dropping it frees it, and they still read."""
+    h = Histogram("h", max_value=10)
+    h.observe(-1)
+    negative = h.is_negative
+    ref = weakref.ref(h)
+    del h
+    assert ref() is None
+    assert negative.read() == 0  # never folded: the pending observation went with the histogram

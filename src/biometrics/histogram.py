@@ -18,6 +18,7 @@ import functools
 import inspect
 import math
 import time
+import weakref
 from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -137,6 +138,29 @@ class HistogramReading:
         return self._combine(other, -1)
 
 
+class _OutOfRange(Counter):
+    """A histogram's side counter whose ``read()`` folds the histogram first, so it is exact.
+
+    Out-of-range observations are only sorted out in a fold; without this, ``is_negative`` and
+    ``exceeds_max`` would read stale until the next read of the histogram.  ``observe`` is not
+    touched (it still only appends).  The histogram is held weakly: its counters may outlive it
+    without keeping it, and its pending observations, alive.
+    """
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: Histogram, label: str, labels: Mapping[str, object] | None) -> None:
+        super().__init__(label, labels=labels)
+        self._owner = weakref.ref(owner)
+
+    def read(self) -> int:
+        """The count including observations not folded yet."""
+        owner = self._owner()
+        if owner is not None:
+            owner._fold()
+        return super().read()
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -200,7 +224,16 @@ class Histogram(BatchedSensor):
     under a finite ``le``, so they stay out of the buckets, ``sum`` and ``count``.
     """
 
-    __slots__ = ("_bounds", "_count", "_counts", "_max", "_sum", "exceeds_max", "is_negative")
+    __slots__ = (
+        "__weakref__",
+        "_bounds",
+        "_count",
+        "_counts",
+        "_max",
+        "_sum",
+        "exceeds_max",
+        "is_negative",
+    )
 
     _reserved_labels = frozenset({"le"})
 
@@ -220,10 +253,10 @@ class Histogram(BatchedSensor):
         self._counts: dict[int, int] = {}
         self._sum = 0.0
         self._count = 0
-        self.exceeds_max = Counter(f"{label}.exceeds_max", labels=labels)
-        """Observations above ``max_value``, +inf and NaN."""
-        self.is_negative = Counter(f"{label}.is_negative", labels=labels)
-        """Observations below zero, including -inf."""
+        self.exceeds_max: Counter = _OutOfRange(self, f"{label}.exceeds_max", labels)
+        """Observations above ``max_value``, +inf and NaN; exact whenever read."""
+        self.is_negative: Counter = _OutOfRange(self, f"{label}.is_negative", labels)
+        """Observations below zero, including -inf; exact whenever read."""
 
     @property
     def bounds(self) -> tuple[float, ...]:
@@ -301,6 +334,7 @@ class Histogram(BatchedSensor):
                 buckets,
                 self._sum,
                 self._count,
-                self.exceeds_max.read(),
-                self.is_negative.read(),
+                # Counter.read, not the override: it would fold again, taking the lock we hold.
+                Counter.read(self.exceeds_max),
+                Counter.read(self.is_negative),
             )

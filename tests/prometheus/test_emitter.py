@@ -1,15 +1,30 @@
+import contextlib
 import os
 import stat
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from biometrics import Collector, Counter, Gauge, Histogram, InvalidValueError
-from biometrics.prometheus import Emitter, Options, Reader, Sample, SegmentError, Watcher, parse
+from biometrics.exporter import Store
+from biometrics.prometheus import (
+    Emitter,
+    Options,
+    Parse,
+    Reader,
+    Sample,
+    SegmentError,
+    Watcher,
+    _locks,
+    parse,
+)
+from biometrics.prometheus import emitter as emitter_module
 
 
 def read_samples(path: Path) -> list[Sample]:
@@ -155,18 +170,21 @@ def test_final_name_is_locked_from_the_moment_it_exists(
 
 
 def test_rotation_by_size_and_age_never_splits_a_batch(tmp_path: Path) -> None:
-    """A batch (one now_ms) stays in one segment; the next later reading rotates."""
+    """A batch (one emission) stays in one segment; the next emission rotates."""
     collector = Collector()
     for i in range(50):
         collector.register(Counter(f"c{i}"))
     with Emitter(Options(prefix=tmp_path / "s.", segment_size=100)) as e:
         collector.emit(e, 1000)
         assert e.path == str(tmp_path / "s.1000.prom")
-        collector.emit(e, 1000)
-        collector.emit(e, 1001)
+        collector.emit(e, 1000)  # the same ms, but a new emission: stamped 1001
+        collector.emit(e, 1005)
     names = [p.name for p in segments(tmp_path)]
-    assert names == ["s.1000.prom", "s.1001.prom"]
-    assert {s.timestamp_ms for s in read_samples(tmp_path / "s.1000.prom")} == {1000}
+    assert names == ["s.1000.prom", "s.1001.prom", "s.1005.prom"]
+    for name in names:  # 50 counters and the collector's 9 own, all in one segment, one stamp
+        samples = read_samples(tmp_path / name)
+        assert len(samples) == 59
+        assert {s.timestamp_ms for s in samples} == {int(name.split(".")[1])}
 
     with Emitter(Options(prefix=tmp_path / "t.", flush_interval=timedelta(seconds=1))) as e:
         for now in (0, 500, 999, 1000, 1500, 2100):
@@ -307,3 +325,237 @@ def test_a_forked_child_never_writes_the_parents_segment(tmp_path: Path) -> None
     assert (tmp_path / "app.1000.prom").read_text().splitlines()[-2:] == ["c 5 1000", "c 5 3000"]
     assert (tmp_path / f"app.{child}.2000.prom").read_text().splitlines()[-1] == "c 105 2000"
     assert len(segments(tmp_path)) == 2
+
+
+# -- time: per source, stamps never go backwards and are never reused ----------------------------
+
+
+def stamps_of(directory: Path, name: str) -> list[tuple[str, int, float]]:
+    """(segment file, timestamp, value) of every ``name`` sample, segments in name order."""
+    return [
+        (p.name, s.timestamp_ms or 0, s.value)
+        for p in segments(directory)
+        for s in read_samples(p)
+        if s.name == name
+    ]
+
+
+def test_two_emissions_in_one_millisecond_get_two_increasing_stamps(tmp_path: Path) -> None:
+    """A stop() right after a tick: the second emission is stamped 1 ms later, and both count."""
+    collector = Collector()
+    events = collector.register(Counter("events"))
+    with Emitter(Options(prefix=tmp_path / "app.")) as e:
+        events.count(5)
+        collector.emit(e, 1000)
+        events.count(7)
+        collector.emit(e, 1000)
+    assert stamps_of(tmp_path, "events") == [
+        ("app.1000.prom", 1000, 5),
+        ("app.1000.prom", 1001, 12),
+    ]
+
+    store = Store()
+    with open(tmp_path / "app.1000.prom", "rb") as f:
+        store.ingest_segment("app", Parse(f), 1000)
+    assert "\nevents 12\n" in store.render()  # a reader keeps only readings newer than the last
+
+
+def test_a_clock_stepping_back_never_moves_stamps_or_segment_names_back(tmp_path: Path) -> None:
+    """Wall clock 5000, 4000, 4000, 6000, 5999: stamps and names (rotating each time) rise."""
+    collector = Collector()
+    c = collector.register(Counter("c"))
+    with Emitter(Options(prefix=tmp_path / "app.", flush_interval=0.001)) as e:
+        for now in (5000, 4000, 4000, 6000, 5999):
+            c.click()
+            collector.emit(e, now)
+    got = stamps_of(tmp_path, "c")
+    assert got == [
+        ("app.5000.prom", 5000, 1), ("app.5001.prom", 5001, 2), ("app.5002.prom", 5002, 3),
+        ("app.6000.prom", 6000, 4), ("app.6001.prom", 6001, 5),
+    ]  # fmt: skip
+    for p in segments(tmp_path):  # a segment is named by the stamp of its first reading
+        assert {s.timestamp_ms for s in read_samples(p)} == {int(p.name.split(".")[1])}
+
+
+def test_a_consumed_segments_name_is_never_reused(tmp_path: Path) -> None:
+    """A consumed segment's name is never taken again: the exporter's outbox keeps names."""
+    with Emitter(Options(prefix=tmp_path / "app.")) as e:
+        (tmp_path / "app.1000.prom").write_text("not ours\n")
+        e.emit_counter(Counter("c"), 1000)
+        e.flush()
+        assert e.path == str(tmp_path / "app.1001.prom")  # the clash took the next ms
+        e.close()
+        (tmp_path / "app.1001.prom").unlink()  # consumed by a Watcher
+        e.emit_counter(Counter("c"), 1001)
+        assert e.path == str(tmp_path / "app.1002.prom")
+    assert [s.timestamp_ms for s in read_samples(tmp_path / "app.1002.prom")] == [1001]
+
+
+def test_one_emissions_lines_share_one_stamp(tmp_path: Path) -> None:
+    """Every sensor of one Collector.emit (bridged families included) carries the same stamp."""
+    collector = Collector()
+    collector.register(Counter("c")).click()
+    collector.register(Gauge("g")).set(2.0)
+    collector.register(Histogram("h")).observe(0.5)
+    with Emitter(Options(prefix=tmp_path / "app.")) as e:
+        collector.emit(e, 1000)
+        e.emit_counter(Counter("bridged"), 1000)  # a bridge writes first, with the same now_ms
+        collector.emit(e, 1000)
+        e.emit_counter(Counter("late"), 900)  # an emission's later part may bring an older clock
+        collector.emit(e, 900)
+    by_stamp: dict[int, set[str]] = {}
+    for s in read_samples(tmp_path / "app.1000.prom"):
+        by_stamp.setdefault(s.timestamp_ms or 0, set()).add(s.name)
+    assert sorted(by_stamp) == [1000, 1001, 1002]
+    assert by_stamp[1001] == by_stamp[1000] | {"bridged"}
+    assert by_stamp[1002] == by_stamp[1000] | {"late"}
+
+
+def test_direct_emits_without_flush_never_go_backwards(tmp_path: Path) -> None:
+    """emit_* calls with no flush share a stamp until a later now_ms; an earlier one never wins."""
+    c = Counter("c")
+    with Emitter(Options(prefix=tmp_path / "app.")) as e:
+        for now in (1000, 1000, 1001, 999, 1001, 1003):
+            e.emit_counter(c, now)
+        e.flush()
+        e.emit_counter(c, 1003)
+    assert [t for _, t, _ in stamps_of(tmp_path, "c")] == [1000, 1000, 1001, 1001, 1001, 1003, 1004]
+
+
+# -- creation: someone else takes or locks our temporary file ------------------------------------
+
+
+def hidden_temps(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def steal(path: Path, *, keep: list[int] | None = None) -> None:
+    """What the Rust Watcher does to any entry: F_SETLK F_RDLCK, read, unlink (or still hold)."""
+    fd = os.open(path, os.O_RDONLY)
+    assert _locks.lock(fd, exclusive=False, wait=False)
+    if keep is not None:
+        keep.append(fd)  # still reading: our write lock must be refused
+        return
+    os.read(fd, 1024)
+    os.unlink(path)
+    os.close(fd)
+
+
+@pytest.mark.parametrize("how", ["unlinked", "locked", "link-enoent"])
+def test_a_stolen_or_locked_temporary_is_retried_under_a_fresh_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The first temporary is consumed or locked by a Watcher; the emission still succeeds."""
+    held: list[int] = []
+    real_lock, real_link = _locks.lock, os.link
+    attempts: list[str] = []
+
+    def lock_after_theft(fd: int, *, exclusive: bool, wait: bool) -> bool:
+        temps = hidden_temps(tmp_path)
+        attempts.extend(p.name for p in temps)
+        if len(attempts) == 1:
+            steal(temps[0], keep=held if how == "locked" else None)
+        return real_lock(fd, exclusive=exclusive, wait=wait)
+
+    def link_after_theft(src: str, dst: str) -> None:
+        attempts.append(src)
+        if len(attempts) == 1:
+            os.unlink(src)
+        real_link(src, dst)
+
+    if how == "link-enoent":
+        monkeypatch.setattr(os, "link", link_after_theft)
+    else:
+        monkeypatch.setattr(emitter_module, "_locks", SimpleNamespace(lock=lock_after_theft))
+    try:
+        with Emitter(Options(prefix=tmp_path / "app.")) as e:
+            e.emit_counter(Counter("c"), 1000)
+            e.flush()
+            assert e.path == str(tmp_path / "app.1000.prom")
+            assert probe_other_thread(e.path) == "locked"
+        assert len(attempts) == 2 and attempts[0] != attempts[1]  # a fresh temporary name
+        assert (e.failures.read(), e.segments.read()) == (0, 1)
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert [(s.name, s.timestamp_ms) for s in read_samples(tmp_path / "app.1000.prom")] == [
+        ("c", 1000)
+    ]
+    assert hidden_temps(tmp_path) == []
+
+
+def test_a_temporary_taken_every_time_gives_up_with_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retries are bounded: a Watcher taking every temporary ends in one counted SegmentError."""
+    real_lock = _locks.lock
+    calls: list[int] = []
+
+    def always_stolen(fd: int, *, exclusive: bool, wait: bool) -> bool:
+        calls.append(fd)
+        for p in hidden_temps(tmp_path):
+            steal(p)
+        return real_lock(fd, exclusive=exclusive, wait=wait)
+
+    monkeypatch.setattr(emitter_module, "_locks", SimpleNamespace(lock=always_stolen))
+    e = Emitter(Options(prefix=tmp_path / "app."))
+    with pytest.raises(SegmentError, match=r"app\.1000\.prom.*hidden"):
+        e.emit_counter(Counter("c"), 1000)
+    assert 1 < len(calls) <= 1000
+    assert e.failures.read() == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_emits_survive_a_watcher_that_takes_hidden_temporaries(tmp_path: Path) -> None:
+    """Stress: a Rust-like Watcher consumes every entry it can lock, .tmp included, meanwhile."""
+    stop = threading.Event()
+    taken: dict[str, bytes] = {}
+    deadline = time.monotonic() + 60
+
+    def rust_watcher() -> None:  # offers every entry, hidden ones included: lock, read, unlink
+        for _ in range(10_000_000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            for name in os.listdir(tmp_path):
+                try:
+                    fd = os.open(tmp_path / name, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue
+                try:
+                    if _locks.lock(fd, exclusive=False, wait=False):  # F_SETLK F_RDLCK
+                        with os.fdopen(os.dup(fd), "rb") as f:
+                            data = f.read()
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(tmp_path / name)
+                            taken[name] = data
+                finally:
+                    os.close(fd)
+
+    collector = Collector()
+    c = collector.register(Counter("c"))
+    thread = threading.Thread(target=rust_watcher)
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the two threads as finely as the GIL allows
+    thread.start()
+    try:
+        with Emitter(Options(prefix=tmp_path / "app.", flush_interval=0.001)) as e:
+            for now in range(1000, 1300):
+                c.click()
+                collector.emit(e, now)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        sys.setswitchinterval(old_interval)
+    assert not thread.is_alive()
+    assert (e.failures.read(), e.segments.read()) == (0, 300)
+    for p in segments(tmp_path):
+        taken[p.name] = p.read_bytes()
+    readings = sorted(
+        (s.timestamp_ms, s.value)
+        for name, data in taken.items()
+        if name.endswith(".prom")
+        for s in parse([data])
+        if isinstance(s, Sample) and s.name == "c"
+    )
+    assert readings == [(now, now - 999) for now in range(1000, 1300)]
+    assert hidden_temps(tmp_path) == []

@@ -1,10 +1,26 @@
 """The file Emitter: readings appended to ``<prefix><epoch_ms>.prom`` segments, locked meanwhile.
 
 The file contract (see docs/ARCHITECTURE.md) in short: a segment is created exclusively and
-write-locked *before* its final name exists (made under a temporary name the Watcher ignores,
+write-locked *before* its final name exists (made under a temporary name our Watcher ignores,
 then hard-linked into place without overwriting), so nobody can consume it half-written; it
 holds Prometheus text lines with millisecond timestamps; it is finished (flushed, unlocked,
 never written again) on rotation, ``close()`` or process exit.
+
+Time.  Readers keep, per source and series, only a reading newer than the last one, so an
+emitter's timestamps must rise strictly from one emission to the next.  The caller's ``now_ms``
+cannot promise that: two emissions fall in one millisecond (a final ``stop()`` right after a
+tick), and wall clocks step back.  So each *emission* gets a stamp ``max(now_ms, previous + 1)``,
+and every line of the emission carries it.  An emission is what is taken between two
+``flush()`` calls (``Collector.emit`` flushes once at the end of its batch; ``close()`` also
+ends one): the first ``_take`` after a flush starts a new emission, later ones with the same or
+an earlier ``now_ms`` join it (never going back), and one with a later ``now_ms`` starts a new
+emission anyway, so ``emit_*`` calls without any flush still never go backwards.  Segments are
+named by the stamp of their first reading, and never by a time at or before the previous
+segment's name (a consumed segment's name is never reused), so names rise too.
+
+Creation races.  The Rust crate's Watcher offers every entry, hidden temporaries included: it
+may lock our fresh temporary before we do, or lock, read and unlink it.  We then start again
+under a fresh temporary name, a bounded number of times.
 """
 
 from __future__ import annotations
@@ -30,6 +46,7 @@ __all__ = ["Emitter", "Options", "child_prefix"]
 
 _BUFFER = 64 * 1024
 _NAME_CLASH_TRIES = 10_000
+_TEMP_TRIES = 100
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
 
 
@@ -152,6 +169,9 @@ class Emitter(FamilyEmitter):
         self._lock = threading.Lock()
         self._holder = _Holder()
         self._pid = os.getpid()
+        self._stamp: int | None = None  # the current (or last) emission's stamp
+        self._in_emission = False  # a _take happened since the last flush
+        self._last_name: int | None = None  # the time in the last segment's name
         self._finalizer = weakref.finalize(self, _Holder.finish, self._holder)
         _forks.on_fork(self, after_in_child=Emitter.after_fork)
         self.failures = Counter("biometrics.prometheus.emit.failure")
@@ -171,9 +191,10 @@ class Emitter(FamilyEmitter):
         return None if segment is None else segment.path
 
     def _take(self, families: list[Family], now_ms: int) -> None:
-        ts = str(int(now_ms))
         with self._lock:
-            segment = self._segment_for(int(now_ms))
+            stamp = self._stamp_for(int(now_ms))
+            ts = str(stamp)
+            segment = self._segment_for(stamp)
             parts = []
             for family in families:
                 if family.name not in segment.families:
@@ -185,6 +206,16 @@ class Emitter(FamilyEmitter):
             segment.size += len(data)
             if len(segment.buffer) >= _BUFFER:
                 self._guard(segment, segment.drain)
+
+    def _stamp_for(self, now_ms: int) -> int:
+        """The current emission's stamp: later than the previous emission's, never going back."""
+        stamp = self._stamp
+        if stamp is not None and self._in_emission and now_ms <= stamp:
+            return stamp
+        stamp = now_ms if stamp is None else max(now_ms, stamp + 1)
+        self._stamp = stamp
+        self._in_emission = True
+        return stamp
 
     def _guard(self, segment: _Segment, action: Callable[[], None]) -> None:
         try:
@@ -201,65 +232,102 @@ class Emitter(FamilyEmitter):
                 segment.path,
             ) from e
 
-    def _segment_for(self, now_ms: int) -> _Segment:
+    def _segment_for(self, stamp: int) -> _Segment:
         options = self._options
         segment = self._holder.segment
         if (
             segment is not None
-            and now_ms > segment.last_ms
+            and stamp > segment.last_ms
             and (
                 segment.size >= options.segment_size
-                or now_ms - segment.start_ms >= options.flush_interval_ms
+                or stamp - segment.start_ms >= options.flush_interval_ms
             )
         ):
             self._guard(segment, self._holder.finish)
             segment = None
         if segment is None:
-            segment = self._create(now_ms)
+            segment = self._create(stamp)
             self._holder.segment = segment
-        segment.last_ms = max(segment.last_ms, now_ms)
+        segment.last_ms = max(segment.last_ms, stamp)
         return segment
 
-    def _create(self, now_ms: int) -> _Segment:
+    def _create(self, stamp: int) -> _Segment:
+        """A new locked segment for readings stamped ``stamp``, named no earlier than it.
+
+        A temporary taken from under us (locked, or unlinked, by a Watcher that offers hidden
+        files too) is abandoned and the creation starts again under a fresh temporary name.
+        """
         prefix = os.fspath(self._options.prefix)
         directory, base = os.path.split(prefix)
-        temp = os.path.join(directory, f".{base}{now_ms}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            self.failures.click()
-            raise SegmentError(
-                e.errno, f"cannot create a segment next to {prefix!r}: {e.strerror}", temp
-            ) from e
-        try:
-            if not _locks.lock(fd, exclusive=True, wait=False):
+        last = self._last_name
+        first = stamp if last is None else max(stamp, last + 1)
+        for _ in range(_TEMP_TRIES):
+            temp = os.path.join(
+                directory, f".{base}{stamp}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+            )
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                continue  # another writer's random name, or a stale leftover: draw again
+            except OSError as e:
+                self.failures.click()
                 raise SegmentError(
-                    errno.EAGAIN, f"fresh file {temp} is locked by someone else", temp
-                )
-            os.fchmod(fd, self._options.mode)
-            path = self._publish(temp, fd, prefix, now_ms)
-        except OSError as e:
-            self.failures.click()
-            os.close(fd)
-            _unlink_quietly(temp)
-            if isinstance(e, SegmentError):
-                raise
-            final = f"{prefix}{now_ms}.prom"
-            raise SegmentError(
-                e.errno, f"cannot create segment {final}: {e.strerror}", final
-            ) from e
-        _unlink_quietly(temp)
-        self.segments.click()
-        return _Segment(fd, path, now_ms)
+                    e.errno, f"cannot create a segment next to {prefix!r}: {e.strerror}", temp
+                ) from e
+            try:
+                published = self._lock_and_publish(temp, fd, prefix, first)
+            except OSError as e:
+                self.failures.click()
+                _unlink_if_ours(temp, fd)
+                os.close(fd)
+                if isinstance(e, SegmentError):
+                    raise
+                final = f"{prefix}{first}.prom"
+                raise SegmentError(
+                    e.errno, f"cannot create segment {final}: {e.strerror}", final
+                ) from e
+            if published is None:  # the temporary was taken from under us
+                _unlink_if_ours(temp, fd)
+                os.close(fd)
+                continue
+            path, ms = published
+            _unlink_if_ours(temp, fd)
+            self._last_name = ms
+            self.segments.click()
+            return _Segment(fd, path, stamp)
+        self.failures.click()
+        final = f"{prefix}{first}.prom"
+        raise SegmentError(
+            errno.EAGAIN,
+            f"cannot create segment {final}: {_TEMP_TRIES} fresh temporary files in a row were "
+            f"locked or removed by another process before we could lock them; something is "
+            f"consuming hidden files (names starting with '.') in {directory or '.'!r}: make it "
+            "skip them, or give this emitter a directory of its own",
+            final,
+        )
+
+    def _lock_and_publish(
+        self, temp: str, fd: int, prefix: str, first: int
+    ) -> tuple[str, int] | None:
+        """Lock the fresh file and give it its final name; None if it was taken from under us."""
+        if not _locks.lock(fd, exclusive=True, wait=False):
+            return None  # a reader locked our temporary between our create and our lock
+        if not _same_file(temp, fd):
+            return None  # ... or locked, read and unlinked it, then let go: ours is nameless
+        os.fchmod(fd, self._options.mode)
+        try:
+            return self._publish(temp, prefix, first)
+        except FileNotFoundError:
+            return None  # unlinked since the check (by a writer that ignores our lock)
 
     @staticmethod
-    def _publish(temp: str, fd: int, prefix: str, now_ms: int) -> str:
+    def _publish(temp: str, prefix: str, first: int) -> tuple[str, int]:
         """Give the locked file its final name, never overwriting: on a clash, the next ms."""
-        for ms in range(now_ms, now_ms + _NAME_CLASH_TRIES):
+        for ms in range(first, first + _NAME_CLASH_TRIES):
             path = f"{prefix}{ms}.prom"
             try:
                 os.link(temp, path)
-                return path
+                return path, ms
             except FileExistsError:
                 continue
             except OSError as e:
@@ -270,23 +338,25 @@ class Emitter(FamilyEmitter):
                 if os.path.lexists(path):
                     continue
                 os.rename(temp, path)
-                return path
+                return path, ms
         raise SegmentError(
             errno.EEXIST,
-            f"{_NAME_CLASH_TRIES} segment names taken after {prefix}{now_ms}.prom",
+            f"{_NAME_CLASH_TRIES} segment names taken after {prefix}{first}.prom",
             prefix,
         )
 
     def flush(self) -> None:
-        """Write buffered lines to the segment (it stays locked and open)."""
+        """Write buffered lines to the segment (it stays locked and open); ends the emission."""
         with self._lock:
+            self._in_emission = False  # the next _take starts a new emission, a new stamp
             segment = self._holder.segment
             if segment is not None:
                 self._guard(segment, segment.drain)
 
     def close(self) -> None:
-        """Finish the open segment: flush, unlock, close.  Idempotent."""
+        """Finish the open segment: flush, unlock, close; ends the emission.  Idempotent."""
         with self._lock:
+            self._in_emission = False
             segment = self._holder.segment
             if segment is not None:
                 self._guard(segment, self._holder.finish)
@@ -303,6 +373,9 @@ class Emitter(FamilyEmitter):
         if pid == self._pid:
             return
         self._lock = threading.Lock()  # another thread may have held it at the fork
+        # A new source: its first emission starts afresh (the parent's stamp stays as a floor).
+        self._in_emission = False
+        self._last_name = None
         segment, self._holder.segment = self._holder.segment, None
         if segment is not None:
             with contextlib.suppress(OSError):
@@ -330,6 +403,18 @@ def child_prefix(prefix: str, parent_pid: int, child_pid: int) -> str:
     return f"{prefix}{child_pid}."
 
 
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+def _same_file(path: str, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not unlinked, not replaced)."""
+    try:
+        named = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_ino, named.st_dev) == (held.st_ino, held.st_dev)
+
+
+def _unlink_if_ours(path: str, fd: int) -> None:
+    """Remove our temporary name, but never a file someone else has put under it since."""
+    with contextlib.suppress(OSError):
+        if _same_file(path, fd):
+            os.unlink(path)
