@@ -112,15 +112,15 @@ def seg(text: bytes) -> tuple[dict[tuple[str, str], Reading], list[str], list[st
 
 
 MOMENTS_TYPES = b"# TYPE m_count counter\n" + b"".join(
-    b"# TYPE m_%s gauge\n" % part for part in (b"mean", b"variance", b"skewness", b"kurtosis",
-                                               b"m2", b"m3", b"m4")
+    b"# TYPE m_%s gauge\n" % part
+    for part in (b"mean", b"variance", b"skewness", b"kurtosis", b"m2", b"m3", b"m4")
 )
 HIST = b'# TYPE h histogram\nh_bucket{le="1.0"} 1 5\nh_bucket{le="+Inf"} 2 5\nh_sum 3 5\n'
 
 
 def test_a_histogram_cut_short_at_the_end_is_dropped_not_taken() -> None:
     """Buckets but no _count at the segment's end: a stopped writer; dropped, not malformed."""
-    got, problems, malformed = seg(HIST[:-10] + b"h_bucket{le=\"2.0\"} 1 5\n")
+    got, problems, malformed = seg(HIST[:-10] + b'h_bucket{le="2.0"} 1 5\n')
     assert ("h", "histogram") not in got
     assert problems == ["seg.prom:4: histogram h reading has no _count: cut short at the end "
                         "of the segment (writer stopped?); dropped"]  # fmt: skip
@@ -169,18 +169,28 @@ def test_poison_values_are_dropped_with_their_line(line: bytes, message: str) ->
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (b"m_count NaN 5\nm_mean 1 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
-         "moments count nan is not a whole number"),
-        (b"m_count 2.5 5\nm_mean 1 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
-         "moments count 2.5 is not a whole number"),
-        (b"m_count 2 5\nm_mean inf 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
-         "moments mean inf is not finite"),
+        (
+            b"m_count NaN 5\nm_mean 1 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
+            "moments count nan is not a whole number",
+        ),
+        (
+            b"m_count 2.5 5\nm_mean 1 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
+            "moments count 2.5 is not a whole number",
+        ),
+        (
+            b"m_count 2 5\nm_mean inf 5\nm_variance 0 5\nm_skewness 0 5\nm_kurtosis 0 5\n",
+            "moments mean inf is not finite",
+        ),
         (b'# TYPE h histogram\nh_bucket{le="1.0"} 0.5 5\nh_count 1 5\n', "is not a whole number"),
         (b'# TYPE h histogram\nh_bucket{le="1.0"} 3 5\nh_count 2 5\n', "count 2.0 is not"),
-        (b'# TYPE h histogram\nh_bucket{le="+Inf"} 3 5\nh_sum 1 5\nh_count 2 5\n',
-         'has le="+Inf" 3.0 but _count 2.0'),
-        (b'# TYPE h histogram\nh_bucket{le="1.0"} 1 5\nh_sum inf 5\nh_count 1 5\n',
-         "_sum inf is not finite"),
+        (
+            b'# TYPE h histogram\nh_bucket{le="+Inf"} 3 5\nh_sum 1 5\nh_count 2 5\n',
+            'has le="+Inf" 3.0 but _count 2.0',
+        ),
+        (
+            b'# TYPE h histogram\nh_bucket{le="1.0"} 1 5\nh_sum inf 5\nh_count 1 5\n',
+            "_sum inf is not finite",
+        ),
     ],
 )
 def test_readings_that_cannot_be_merged_are_dropped(text: bytes, message: str) -> None:
@@ -197,7 +207,7 @@ def test_a_histogram_with_plus_inf_and_sum_but_no_count_is_whole() -> None:
 
 
 def test_names_still_invalid_after_dots_are_sanitised() -> None:
-    """The Rust crate writes ``weird-name/x`` and ``9lives``: read as ``weird_name_x``, ``_9lives``."""
+    """The Rust crate's ``weird-name/x`` and ``9lives`` read as ``weird_name_x``, ``_9lives``."""
     got, problems, _ = seg(b"# TYPE weird-name/x counter\nweird-name/x 7 5\n9lives 9 5\n")
     assert got["weird_name_x", "counter"].value == 7 and got["_9lives", "gauge"].value == 9
     assert problems == []

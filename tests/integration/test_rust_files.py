@@ -80,7 +80,7 @@ def page_values(page: str) -> tuple[dict[str, float], dict[str, str]]:
 
 
 def counter_like(series: str, types: dict[str, str]) -> bool:
-    name = series.split("{")[0]
+    name = series.split("{", maxsplit=1)[0]
     if types.get(name) == "counter":
         return True
     return any(name.endswith(s) and types.get(name[: -len(s)]) == "histogram"

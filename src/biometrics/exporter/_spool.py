@@ -80,7 +80,9 @@ def quarantine(path: str, directory: str, reason: str, details: Sequence[object]
 class SkipList:
     """Files that failed for a reason of their own (unreadable, unremovable).
 
-    They are not retried until they change, so one bad file is never looped on.
+    They are not retried until they change, so one bad file is never looped on.  Never add a
+    file for a failure of the daemon's own volume (a full state journal): a finished segment
+    never changes, so it would be stranded; those are retried with a backoff instead.
     """
 
     def __init__(self) -> None:

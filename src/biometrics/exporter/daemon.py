@@ -9,6 +9,7 @@ the batch's files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -27,8 +28,20 @@ from .store import MergeRules, Store
 __all__ = ["Exporter", "ExporterOptions"]
 
 
+_BACKOFF_MAX = 30.0
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _backoff(failures: int, poll_interval: float) -> float:
+    """Seconds to wait after ``failures`` failed passes in a row: 10 polls, doubling, to 30 s.
+
+    Long enough not to hammer a full volume (1 s at the default poll), short enough that
+    ingest resumes soon after space returns; scaled by the poll so tests need not wait.
+    """
+    return max(poll_interval, min(_BACKOFF_MAX, 10 * poll_interval * 2.0 ** min(failures - 1, 16)))
 
 
 @dataclass
@@ -77,9 +90,11 @@ class _SelfMetrics(SensorSet):
         self.parse_errors = counter("parse_errors", "Malformed lines skipped.")
         self.quarantined = counter("quarantined_segments", "Segments moved to quarantine.")
         self.dropped = counter("dropped_series", "New series refused by --max-series.")
-        self.conflicts = counter("type_conflicts", "Readings dropped: family has another type.")
+        self.conflicts = counter("type_conflicts", "Readings dropped: their name has another kind.")
         self.checkpoints = counter("checkpoints", "State snapshots written.")
-        self.failures = counter("ingest_failures", "Segments that could not be consumed (I/O).")
+        self.failures = counter(
+            "ingest_failures", "Failed ingest attempts (I/O): segment, journal or pass."
+        )
         self.lag = gauge("ingest_lag_seconds", "Age of the oldest finished unconsumed segment.")
         self.series = gauge("series", "Merged series in the store.")
         self.entries = gauge("source_series", "Per-source series held (see --max-series).")
@@ -109,6 +124,8 @@ class Exporter:
         self.ready = threading.Event()
         self._last_checkpoint = time.monotonic()
         self._skipped = SkipList()
+        self._journal_failures = 0
+        """Passes in a row the journal failed (see _commit)."""
         self._page_cache: dict[bool, str] = {}
         self._page_version = -1
 
@@ -123,9 +140,12 @@ class Exporter:
             replayed = 0
             for name, data in self.durable.replay():
                 parsed = source_of(name)
-                if parsed is not None:
-                    self._fold(parsed[0], parsed[1], Parse([data], path=f"journal:{name}"))
-                    replayed += 1
+                if parsed is None:  # _consume never journals such a name: the record is damaged
+                    log(logging.WARNING, "journal record names no segment; not replayed",
+                        journal=self.durable.journal_path, name=name)  # fmt: skip
+                    continue
+                self._fold(parsed[0], parsed[1], Parse([data], path=f"journal:{name}"))
+                replayed += 1
             if replayed:
                 self.checkpoint()
         except BaseException:
@@ -150,15 +170,33 @@ class Exporter:
         log(logging.DEBUG, "checkpoint written", bytes=size, path=self.durable.path)
 
     def run(self, stop: threading.Event) -> None:
-        """Ingest until ``stop`` is set; the pass in hand is finished first."""
+        """Ingest until ``stop`` is set; the pass in hand is finished first.
+
+        No OSError ends the loop (a full state volume, a vanished spool): the daemon must
+        resume by itself once the cause is gone.  A failing pass is counted, logged once per
+        streak, and retried after a backoff, so it neither dies nor spins.
+        """
+        poll = self.options.poll_interval
+        failures = 0  # passes in a row that raised
         while not stop.is_set():
             try:
                 busy = self.ingest_pass(stop=stop)
-            except StateError as e:
-                log(logging.ERROR, "state write failed; retrying", error=str(e))
+            except OSError as e:
+                failures += 1
                 busy = False
-            if not busy:
-                stop.wait(self.options.poll_interval)
+                self.metrics.failures.click()
+                if failures == 1:
+                    log(logging.ERROR, "ingest pass failed; retrying", error=str(e),
+                        errno=errno.errorcode.get(e.errno or 0, e.errno))  # fmt: skip
+            else:
+                if failures:
+                    log(logging.INFO, "ingest pass succeeded again", failed_passes=failures)
+                failures = 0
+            streak = max(failures, self._journal_failures)
+            if streak:
+                stop.wait(_backoff(streak, poll))
+            elif not busy:
+                stop.wait(poll)
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -168,6 +206,7 @@ class Exporter:
         batch: list[tuple[Reader, str | None, list[ParseError]]] = []
         size_total = 0
         waiting_since: float | None = None
+        failed: StateError | None = None  # the journal's fault: the pass stops, nothing skipped
         try:
             for path in self.watcher.candidates():
                 if (
@@ -178,20 +217,24 @@ class Exporter:
                     with contextlib.suppress(OSError):
                         waiting_since = os.stat(path).st_mtime
                     break
-                taken = self._take(path)
+                try:
+                    taken = self._take(path)
+                except StateError as e:
+                    failed = e
+                    break
                 if taken is not None:
                     size_total += taken[3]
                     batch.append(taken[:3])
-            if batch:
-                self.durable.sync()
-            for reader, reason, problems in batch:
-                self._finish(reader, reason, problems)
+            self._commit(batch, failed)
         finally:
             for reader, _, _ in batch:
                 reader.close()
         now = _now_ms() if now_ms is None else now_ms
         if opts.forget_after_ms is not None:
-            for source in self.store.forget_stale(now, opts.forget_after_ms):
+            # Behind a backlog, judge age by the newest data read: the wall clock would forget
+            # live sources whose newer segments are still waiting.
+            clock = now if waiting_since is None else min(now, self.store.newest_ts)
+            for source in self.store.forget_stale(clock, opts.forget_after_ms):
                 log(logging.INFO, "source forgotten", source=source)
         self.metrics.lag.set(0.0 if waiting_since is None else max(0.0, now / 1000 - waiting_since))
         self.metrics.sync_store(self.store)
@@ -214,9 +257,12 @@ class Exporter:
             return None
         try:
             return (reader, *self._consume(reader))
+        except StateError:
+            reader.close()  # the journal's fault, not the segment's: it stays, unskipped
+            raise
         except OSError as e:
             reader.close()
-            self._skip(path, "cannot journal segment", e)
+            self._skip(path, "cannot read segment", e)
             return None
 
     def _consume(self, reader: Reader) -> tuple[str | None, list[ParseError], int]:
@@ -225,7 +271,7 @@ class Exporter:
         if parsed_name is None:
             return "file name has no <epoch_ms> before .prom; cannot tell its time", [], 0
         size = os.fstat(reader.fileno()).st_size
-        self.durable.append(name, reader, size)
+        self.durable.append(name, reader, size)  # all or nothing; StateError: the journal's fault
         parsed = Parse(reader, path=reader.path)  # claimed: its writer is done, it cannot grow
         self._fold(parsed_name[0], parsed_name[1], parsed)
         self.metrics.segments.click()
@@ -233,9 +279,11 @@ class Exporter:
         problems = parsed.problems
         self.metrics.parse_errors.count(len(problems))
         serious = parsed.malformed
-        if parsed.truncated:
-            log(logging.INFO, "segment ends mid-line (writer killed?); last line dropped",
-                path=reader.path)  # fmt: skip
+        if len(serious) < len(problems):
+            benign = [p for p in problems if p not in serious]
+            log(logging.INFO, "segment readings dropped: cut short by a stopped writer, or a "
+                "name another source gave another kind", path=reader.path, dropped=len(benign),
+                first_problem=str(benign[0]))  # fmt: skip
         if serious:
             return (
                 f"{len(serious)} malformed line(s); the other lines were ingested",
@@ -278,7 +326,43 @@ class Exporter:
     def _skip(self, path: str, what: str, error: OSError) -> None:
         self.metrics.failures.click()
         self._skipped.add(path)
-        log(logging.ERROR, what, path=path, error=str(error))
+        log(logging.ERROR, what, path=path, error=str(error),
+            errno=errno.errorcode.get(error.errno or 0, error.errno))  # fmt: skip
+
+    def _commit(
+        self, batch: list[tuple[Reader, str | None, list[ParseError]]], failed: StateError | None
+    ) -> None:
+        """Sync the journal, only then let the batch's segments go; count journal failures.
+
+        A failed sync has cut the batch's records off, so its segments must stay in the spool
+        (already folded, they are a no-op when retaken).  A full state volume fails every pass
+        until space returns: one log line per pass would flood the log, and skip-listing the
+        segments would strand them, so the first failure of a streak is logged and the end of
+        the streak noted.
+        """
+        synced = False
+        if batch:
+            try:
+                self.durable.sync()
+                synced = True
+            except StateError as e:
+                failed = e
+        if synced:
+            for reader, reason, problems in batch:
+                self._finish(reader, reason, problems)
+        if failed is not None:
+            self._journal_failures += 1
+            self.metrics.failures.click()
+            if self._journal_failures == 1:
+                log(logging.ERROR, "cannot write the journal; segments stay in the spool, retrying",
+                    journal=self.durable.journal_path,
+                    errno=errno.errorcode.get(failed.errno or 0, failed.errno),
+                    error=failed.strerror)  # fmt: skip
+        elif synced and self._journal_failures:
+            log(logging.INFO, "journal written again; ingest resumed",
+                journal=self.durable.journal_path,
+                failed_passes=self._journal_failures)  # fmt: skip
+            self._journal_failures = 0
 
     # -- pages ----------------------------------------------------------------------------
 
