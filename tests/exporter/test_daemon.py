@@ -3,6 +3,7 @@
 import errno
 import io
 import json
+import math
 import os
 import resource
 import signal
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from biometrics import Collector, Counter, Histogram
-from biometrics.exporter import DurableState, Exporter, ExporterOptions, StateError
+from biometrics.exporter import DurableState, Exporter, ExporterOptions, MergeRules, StateError
 from biometrics.exporter._logging import configure
 from biometrics.prometheus import Emitter, Options
 
@@ -440,3 +441,67 @@ def test_a_backlog_after_an_outage_keeps_dead_counts_and_forgets_no_live_source(
     assert value(page, "requests_total") == 10 + 31
     assert value(page, "latency_seconds_count") == 10 + 31
     assert forgotten_live == []
+
+
+POISON = {
+    "good.1000.prom": '# TYPE h histogram\nh_bucket{le="1.0"} 1 1000\nh_sum 1 1000\n'
+    "h_count 1 1000\n",
+    "ts.1000.prom": "# TYPE c_total counter\nc_total 1 1000\nc_total 2 " + "9" * 5000 + "\n",
+    "big.1000.prom": "# TYPE c_total counter\nc_total 1 9223372036854775808\n",
+    "nan.1000.prom": "# TYPE c_total counter\nc_total NaN 1000\n",
+    "inf.1000.prom": "# TYPE c_total counter\nc_total +Inf 1000\n",
+    "m.1000.prom": "# TYPE m_count counter\nm_count NaN 1000\n"
+    + "".join(
+        f"# TYPE m_{p} gauge\nm_{p} 1 1000\n" for p in ("mean", "variance", "skewness", "kurtosis")
+    ),
+    "ovf1.1000.prom": "# TYPE c_total counter\nc_total 1e308 1000\n# TYPE g gauge\ng +Inf 1000\n",
+    "ovf2.1000.prom": "# TYPE c_total counter\nc_total 1e308 1000\n# TYPE g gauge\ng -Inf 1000\n",
+    "h.1000.prom": '# TYPE h histogram\nh_bucket{le="1.0"} 3 1000\nh_count 2 1000\n',
+    "hc.1000.prom": "# TYPE h_count counter\nh_count 5 1000\n",
+}
+"""Read in this order (mtimes set so), a good histogram first."""
+
+
+def test_poison_pills_never_crash_serve_nor_its_restart(options: ExporterOptions) -> None:
+    """Huge timestamps, NaN counts, overflowing sums, +Inf and -Inf summed: dropped or +Inf,
+    never a crash, and the snapshot written after them loads back."""
+    options.rules = MergeRules(gauges=(("g", "sum"),))
+    spool = Path(options.spool)
+    for i, (name, text) in enumerate(POISON.items()):
+        (spool / name).write_text(text)
+        os.utime(spool / name, ns=(i * 1_000_000_000, i * 1_000_000_000))
+    for _ in range(2):  # ingest, then a restart from the snapshot
+        exporter = Exporter(options)
+        exporter.open()
+        exporter.ingest_pass(now_ms=2_000)
+        page = exporter.page()
+        exporter.close()
+        assert value(page, "c_total") == math.inf  # 1 + 1e308 + 1e308, not NaN
+        assert value(page, "h_count") == 1 and math.isnan(value(page, "g"))
+        assert "m_count" not in page and "h_count 5" not in page
+    assert sorted(p.name for p in spool.glob("*.prom")) == []
+    quarantined = sorted(p.name for p in (spool / "quarantine").glob("*.prom"))
+    assert quarantined == ["big.1000.prom", "h.1000.prom", "inf.1000.prom", "m.1000.prom",
+                           "nan.1000.prom", "ts.1000.prom"]  # fmt: skip
+
+
+def test_a_writer_clock_stepping_back_loses_and_doubles_nothing(options: ExporterOptions) -> None:
+    """40 emissions, the wall clock stepping back an hour halfway: serve and cat both say 40."""
+    spool = Path(options.spool)
+    c = Collector()
+    events = c.register(Counter("events_total"))
+    t0 = 1_700_000_000_000
+    with Emitter(Options(prefix=str(spool / "w."), flush_interval=5)) as e:
+        for i in range(40):
+            events.click()
+            c.emit(e, t0 + i * 1_000 - (3_600_000 if i >= 20 else 0))
+    from biometrics.exporter.tools import merged_page
+
+    cat_page, problems = merged_page([spool])
+    assert value(cat_page, "events_total") == 40 and problems == []
+    exporter = Exporter(options)
+    exporter.open()
+    exporter.ingest_pass(now_ms=t0)
+    page = exporter.page()
+    exporter.close()
+    assert value(page, "events_total") == 40

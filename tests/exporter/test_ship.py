@@ -320,3 +320,16 @@ def test_a_missing_spool_is_an_error_logged_not_raised(
     assert not s.ship_pass()
     assert s.metrics.failures.read() == 1
     s.close()
+
+
+def test_a_timestamp_beyond_int64_is_quarantined_not_fatal(spool: Path, receiver: Receiver) -> None:
+    """A poison timestamp (above int64, or 5000 digits) is dropped at its line; the rest ships."""
+    (spool / "p.1700000000000.prom").write_text(
+        f"a_total 1 1700000000000\nb_total 2 9223372036854775808\nc_total 3 {'9' * 5000}\n"
+    )
+    ship_once(spool, receiver.url)
+    got = receiver.accepted()
+    assert got == {(("__name__", "a_total"), ("source", "p")): [(1_700_000_000_000, 1.0)]}
+    sidecar = (spool / "quarantine" / "p.1700000000000.prom.error").read_text()
+    assert "p.1700000000000.prom:2: timestamp '9223372036854775808' is beyond int64" in sidecar
+    assert "p.1700000000000.prom:3: timestamp" in sidecar

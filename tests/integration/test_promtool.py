@@ -67,3 +67,29 @@ def test_a_timestamped_segment_has_no_parse_error(tmp_path: Path) -> None:
     result = check_metrics(segment.read_text())
     assert result.returncode in (0, 3), result.stderr
     assert "error while linting" not in result.stderr
+
+
+def test_names_two_kinds_claim_still_give_a_valid_page(tmp_path: Path) -> None:
+    """Histogram ``h`` and moments ``m`` in one file, plain ``h_count``/``m_count``/``h_bucket``
+    counters in another: the merged page keeps the first kind and promtool accepts it."""
+    from biometrics.exporter.tools import merged_page
+
+    collector = busy_collector()
+    collector.register(Histogram("h")).observe(0.5)
+    collector.register(Moments("m")).add(2.0)
+    with Emitter(Options(prefix=tmp_path / "a.")) as e:
+        collector.emit(e, 1_726_547_192_000)
+    (tmp_path / "b.1726547192001.prom").write_text(
+        "# TYPE h_count counter\nh_count 5 1726547192001\n# TYPE h_bucket counter\n"
+        "h_bucket 1 1726547192001\n# TYPE m_count counter\nm_count 9 1726547192001\n"
+    )
+    page, problems = merged_page([tmp_path])
+    assert sorted(str(p).split(": ", 1)[1][:30] for p in problems) == [
+        "h_bucket is a counter here but",
+        "h_count is a counter here but ",
+        "moments m reading is incomplet",
+    ]
+    assert "h_count 5" not in page and "m_count 9" not in page
+    result = check_metrics(page)
+    assert result.returncode in (0, 3), result.stderr
+    assert "error while linting" not in result.stderr
