@@ -1,9 +1,14 @@
 import io
 import math
+import re
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from biometrics.prometheus import Metadata, ParseError, Sample, parse
 from biometrics.prometheus.parser import MAX_LINE
@@ -126,3 +131,69 @@ def test_memory_stays_flat_in_file_size(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert count > 60_000
     assert peak < 2_000_000
+
+
+_HOSTILE = {
+    "name then spaces": b"x" + b" " * (MAX_LINE - 8),
+    "name then tabs": b"x" + b"\t" * (MAX_LINE - 8),
+    "open brace then spaces": b"x{" + b" " * (MAX_LINE - 8),
+    "unterminated quotes": b'x{a="' + b'\\"' * (MAX_LINE // 2 - 8),
+    "bare quotes": b"x{" + b'"' * (MAX_LINE - 8),
+    "many labels": b"x{" + b'a="b",' * (MAX_LINE // 6 - 2) + b"} 1",
+    "many braces": b"x" + b" {" * (MAX_LINE // 2 - 8),
+    "value then spaces then junk": b"x 1" + b" " * (MAX_LINE - 16) + b"y z",
+    "a TYPE then spaces": b"# TYPE x" + b" " * (MAX_LINE - 16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HOSTILE))
+def test_a_hostile_line_costs_milliseconds_not_hours(name: str) -> None:
+    """Every pattern is linear: a 1 MiB line that made the old regex backtrack for ~2.5 h (a name
+    then spaces) is rejected in well under a second; the next line still parses."""
+    import time
+
+    started = time.process_time()
+    items, problems = samples(_HOSTILE[name] + b"\nok 1 5\n")
+    spent = time.process_time() - started
+    assert spent < 1.0, f"{spent:.2f} s of CPU for one line"
+    assert [(s.name, s.value) for s in items][-1:] == [("ok", 1.0)]
+    assert len(problems) <= 1
+
+
+_PIECES = [b"x", b"a_b", b":", b".", b"9", b"-", b"/", b" ", b"\t", b"{", b"}", b'"', b"\\",
+           b"=", b",", b"le", b'le="1.0"', b'a="b"', b"#", b"# TYPE ", b"# HELP ", b"counter",
+           b"NaN", b"+Inf", b"-inf", b"1", b"1e308", b"0x1", b"_", b"1.5", b"9" * 25, b"\xff",
+           b"\r", b"\n", b"\xc3\xa9"]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=500)
+@given(st.lists(st.sampled_from(_PIECES) | st.binary(max_size=6), max_size=60))
+def test_any_bytes_parse_without_error_and_give_valid_samples(pieces: list[bytes]) -> None:
+    """Fuzz: whatever the bytes, parsing never raises; samples have valid names, int64 times."""
+    text = b"".join(pieces)
+    p = parse(io.BytesIO(text), path="fuzz.prom")
+    lines = text.count(b"\n") + 1
+    for item in p:
+        if isinstance(item, Sample):
+            assert re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", item.name), item.name
+            assert item.timestamp_ms is None or 0 <= item.timestamp_ms < 2**63
+            assert all(re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", k) for k, _ in item.labels)
+            assert 1 <= item.line <= lines
+    assert all(1 <= e.line <= lines and e.path == "fuzz.prom" for e in p.problems)
+
+
+def test_atheris_finds_no_crash_or_slow_input(tmp_path: Path) -> None:
+    """Coverage-guided fuzzing of the parser with atheris (libFuzzer), bounded to ~10 s.
+
+    Any exception or an input slower than 2 s (libFuzzer's -timeout) fails the run.  Skipped
+    where atheris has no wheel (it is installed on x86_64 Linux by the test extra).
+    """
+    pytest.importorskip("atheris")
+    target = Path(__file__).with_name("_fuzz_parser.py")
+    done = subprocess.run(
+        [sys.executable, str(target), "-runs=20000", "-max_total_time=10", "-timeout=2",
+         f"-artifact_prefix={tmp_path}/"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Done" in done.stderr or "DONE" in done.stderr, done.stderr[-2000:]

@@ -26,15 +26,17 @@ _MAX_TS_DIGITS = 19
 _MAX_TS = 2**63 - 1
 """Timestamps are int64 milliseconds, as in Prometheus and remote write."""
 
+# Possessive quantifiers and atomic groups (Python 3.11+) keep every pattern linear in the line
+# length: none can backtrack into what it matched, whatever an attacker writes.
 _SAMPLE = re.compile(
-    r"([^ \t{}\"#=,][^ \t{}\"=,]*)[ \t]*"
-    r"(?:\{((?:[^\"}]|\"(?:[^\"\\]|\\.)*\")*)\})?"
-    r"[ \t]+(\S+)(?:[ \t]+(\S+))?[ \t]*"
+    r"([^ \t{}\"#=,][^ \t{}\"=,]*+)"
+    r"(?>[ \t]*+\{((?:[^\"}]|\"(?:[^\"\\]|\\.)*+\")*+)\})?"
+    r"[ \t]++(\S++)(?:[ \t]++(\S++))?+[ \t]*+"
 )
 _LABEL = re.compile(
-    r"[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*\"((?:[^\"\\]|\\.)*)\"[ \t]*(,|\Z)"
+    r"[ \t]*+([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+\"((?:[^\"\\]|\\.)*+)\"[ \t]*+(,|\Z)"
 )
-_META = re.compile(r"#[ \t]+(HELP|TYPE)[ \t]+([^ \t{}\"=,]+)(?:[ \t]+(.*))?")
+_META = re.compile(r"#[ \t]++(HELP|TYPE)[ \t]++([^ \t{}\"=,]++)(?:[ \t]++(.*+))?+")
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped", "unknown"})
 _ESCAPES = re.compile(r"\\(.)")
 _SPECIAL = {"+Inf": float("inf"), "-Inf": float("-inf"), "inf": float("inf"),
