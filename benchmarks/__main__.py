@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from benchmarks import exporter, process, segments, sensors, ship
+from benchmarks import exporter, http_idle, process, segments, sensors, ship
 
 
 def main() -> int:
@@ -24,6 +24,7 @@ def main() -> int:
     exporter.run(quick=args.quick)
     ship.run(quick=args.quick)
     process.run(quick=args.quick)
+    http_idle.run(quick=args.quick)
     return 0
 
 

@@ -1,9 +1,13 @@
 """The CLI's process and file commands, run in-process."""
 
+import array
+import fcntl
 import io
 import os
 import signal
+import subprocess
 import sys
+import termios
 import threading
 import time
 from pathlib import Path
@@ -81,7 +85,6 @@ def test_sigterm_is_forwarded_to_the_command(tmp_path: Path) -> None:
         (["--poll-in-seconds", "-1", "--", "true"], "must be > 0"),
         (["--"], "no command given"),
         ([], "no command given"),
-        (["--", "/nonexistent/command"], "cannot start '/nonexistent/command'"),
     ],
 )
 def test_bad_invocations_exit_2_with_a_message(
@@ -118,12 +121,39 @@ def test_cat_merged_raw_and_openmetrics(tmp_path: Path) -> None:
     assert out.getvalue().endswith("# EOF\n")
 
 
-def test_cat_and_check_name_a_missing_path(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "argv", [["cat"], ["cat", "--raw"], ["check"], ["backfill", "--out", "x.om"]]
+)
+def test_a_missing_path_is_an_error_naming_it(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(["cat", str(tmp_path / "gone")], io.StringIO()) == 2
-    assert f"{tmp_path / 'gone'}: no such file" in capsys.readouterr().err
-    assert run(["check", str(tmp_path / "gone")], io.StringIO()) == 2
+    """A typo must fail a CI check (exit 2), not pass it on nothing; the path is named."""
+    gone = f"{tmp_path / 'gone'}/"
+    assert run([*argv, gone], io.StringIO()) == 2
+    assert capsys.readouterr().err == f"biometrics {argv[0]}: {gone}: no such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "message"),
+    [
+        ("nosuchcmd-biometrics", 127, "nosuchcmd-biometrics: command not found"),
+        ("/nonexistent/command", 127, "/nonexistent/command: No such file or directory"),
+        ("{tmp}/plain.txt", 126, "{tmp}/plain.txt: Permission denied"),
+        ("{tmp}", 126, "{tmp}: Permission denied"),
+    ],
+)
+def test_a_command_that_cannot_run_exits_127_or_126_like_env(
+    tmp_path: Path, command: str, code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """127 when not found, 126 when found but not executable, as env, nice and timeout do."""
+    (tmp_path / "plain.txt").write_text("not a program\n")
+    command, message = (
+        command.replace("{tmp}", str(tmp_path)),
+        message.replace("{tmp}", str(tmp_path)),
+    )
+    prefix = str(tmp_path / "w.")
+    assert run(["with-system-metrics", "--prefix", prefix, "--", command], io.StringIO()) == code
+    assert capsys.readouterr().err == f"biometrics with-system-metrics: {message}\n"
 
 
 def test_check_exit_codes(tmp_path: Path) -> None:
@@ -164,3 +194,62 @@ def test_tools_read_the_rust_crates_files() -> None:
     assert run(["cat", "--raw", "--openmetrics", fixtures], out) == 0
     assert "biometrics_collector_emit_counter 4 1726547193\n" in out.getvalue()
     assert out.getvalue().endswith("# EOF\n")
+
+
+def test_cat_refuses_source_label_without_raw(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The merged page has no sources: an option that would be ignored is refused instead."""
+    spool = tmp_path / "spool"
+    emit_two_sources(spool)
+    out = io.StringIO()
+    assert run(["cat", "--source-label", "src", str(spool)], out) == 2
+    err = capsys.readouterr().err
+    assert "--source-label only applies to --raw" in err and len(err.splitlines()) == 1
+    assert out.getvalue() == ""
+
+
+def test_backfill_out_dash_writes_to_standard_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out -`` is stdout, as for every Unix tool; no file named ``-`` appears."""
+    spool = tmp_path / "spool"
+    emit_two_sources(spool)
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    assert run(["backfill", str(spool), "--out", "-", "--source-label", "src"], out) == 0
+    assert f'jobs_done_total{{src="a"}} 1 {T0 // 1000}\n' in out.getvalue()
+    assert out.getvalue().endswith("# EOF\n")
+    assert not (tmp_path / "-").exists()
+    assert "written to standard output" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["cat"], ["cat", "--raw"], ["check"], ["backfill", "--out", "-"]])
+def test_ctrl_c_ends_the_file_tools_with_one_line_and_exit_130(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """A tool stuck writing into a pipe nobody reads is interrupted: one line, no traceback.
+
+    Its output (over 500 KiB) cannot fit the pipe, so it cannot finish before the signal.
+    """
+    segment = tmp_path / f"w.{T0}.prom"
+    bad = "bad{" if argv == ["check"] else ""  # check prints problems, the others samples
+    segment.write_text("".join(f'{bad}m_total{{i="{i}"}} 1 {T0}\n' for i in range(20_000)))
+    proc = subprocess.Popen([sys.executable, "-m", "biometrics.cli", *argv, str(segment)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        waiting = array.array("i", [0])
+        deadline = time.monotonic() + 60
+        while waiting[0] == 0:  # output has begun: the command is running, not starting
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+            time.sleep(0.01)
+            fcntl.ioctl(proc.stdout.fileno(), termios.FIONREAD, waiting)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 130
+    assert err == f"biometrics {argv[0]}: interrupted\n"

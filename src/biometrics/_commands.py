@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import sys
 import tempfile
@@ -53,7 +54,8 @@ def add_commands(commands: Any) -> None:
         "backfill", help="write OpenMetrics for `promtool tsdb create-blocks-from openmetrics`"
     )
     back.add_argument("paths", nargs="+", metavar="PATH", help="segment files or directories")
-    back.add_argument("--out", required=True, metavar="FILE", help="the OpenMetrics file to write")
+    back.add_argument("--out", required=True, metavar="FILE",
+                      help="the OpenMetrics file to write; - for standard output")  # fmt: skip
     back.add_argument("--source-label", metavar="NAME",
                       help="label each sample with its segment's source")  # fmt: skip
 
@@ -77,11 +79,18 @@ def _with_system_metrics(args: argparse.Namespace, out: TextIO) -> int:
         print(f"{me}: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"{me}: cannot start {argv[0]!r}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        # As env, nice and timeout do (and the shell): 127 not found, 126 found but not run.
+        missing = e.errno in (errno.ENOENT, errno.ENOTDIR)
+        reason = "command not found" if missing and "/" not in argv[0] else e.strerror or str(e)
+        print(f"{me}: {argv[0]}: {reason}", file=sys.stderr)
+        return 127 if missing else 126
 
 
 def _cat(args: argparse.Namespace, out: TextIO) -> int:
+    if args.source_label is not None and not args.raw:
+        print("biometrics cat: --source-label only applies to --raw (the merged page has no "
+              "sources); add --raw or drop it", file=sys.stderr)  # fmt: skip
+        return 2
     bar = ProgressBar(sys.stderr)
     problems: list[ParseError] = []
     try:
@@ -117,25 +126,35 @@ def _backfill(args: argparse.Namespace, out: TextIO) -> int:
         lines = timeline(args.paths, source_label=args.source_label, progress=bar)
     finally:
         bar.close()
-    target = os.path.abspath(args.out)
-    fd, temp = tempfile.mkstemp(prefix=".backfill.", dir=os.path.dirname(target))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(lines.render(openmetrics=True))
-        os.replace(temp, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    if args.out == "-":
+        out.write(lines.render(openmetrics=True))
+        out.flush()
+    else:
+        _write_atomically(args.out, lines.render(openmetrics=True))
     _warn("backfill", lines)
     stamps = [ts for rows in lines.samples.values() for ts, _, _ in rows]
+    where = "standard output" if args.out == "-" else args.out
     print(f"biometrics backfill: {lines.count} samples in {len(lines.families)} families "
-          f"written to {args.out}", file=sys.stderr)  # fmt: skip
+          f"written to {where}", file=sys.stderr)  # fmt: skip
     if stamps and max(stamps) > time.time() * 1000 - _RECENT_MS:
         print("biometrics backfill: note: samples from the last 3 hours overlap Prometheus's "
               "head block; backfill older data or let the blocks overlap (2.39+)",
               file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Write ``path`` whole or not at all: promtool must never read half a backfill."""
+    target = os.path.abspath(path)
+    fd, temp = tempfile.mkstemp(prefix=".backfill.", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(temp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
 
 
 def _warn(command: str, lines: Timeline) -> None:

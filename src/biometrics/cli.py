@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import os
 import re
+import socket
 import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from ._commands import add_commands, handlers
 from ._version import __version__
@@ -41,11 +43,45 @@ def duration_ms(text: str) -> int:
     return int(total)
 
 
-def _listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:9464")
-    return host.strip("[]") or "127.0.0.1", int(port)
+_LISTEN_EXAMPLES = "e.g. 127.0.0.1:9464, :9464 (all interfaces) or [::1]:9464"
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` (host ``""``: all interfaces) or ``[V6]:PORT`` (the bare V6).
+
+    Checked here, host resolved too, so a typo is a one-line usage error, not a traceback
+    from the HTTP server or a daemon listening somewhere unintended.
+    """
+
+    def refuse(why: str) -> NoReturn:
+        raise argparse.ArgumentTypeError(f"{text!r} {why}; {_LISTEN_EXAMPLES}")
+
+    if "/" in text:
+        refuse("is a URL or a path, not HOST:PORT")
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            refuse("is not [IPV6]:PORT")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            refuse(f"has {host!r} in brackets, which is not an IPv6 address")
+        port = rest[1:]
+    else:
+        host, colon, port = text.rpartition(":")
+        if not colon:
+            refuse("has no port; give HOST:PORT")
+        if ":" in host:
+            refuse("has an IPv6 address without brackets")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        refuse(f"has the port {port!r}, not a number from 0 to 65535")
+    if host:
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            refuse(f"names the host {host!r}, which does not resolve ({reason})")
+    return host, int(port)
 
 
 def _gauge_rule(text: str) -> tuple[str, str]:
@@ -57,6 +93,16 @@ def _gauge_rule(text: str) -> tuple[str, str]:
     return pattern, mode
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
 def _pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -64,8 +110,15 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line naming the command, not the whole usage text before them."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="biometrics",
         description="Cheap, crash-safe metrics for Python programs, readable by Prometheus.",
     )
@@ -74,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="merge a spool's segments and serve /metrics")
     serve.add_argument("spool", metavar="SPOOL_DIR", help="directory the emitters write into")
+    serve.add_argument("--create", action="store_true",
+                       help="create SPOOL_DIR if it does not exist (else: an error)")  # fmt: skip
     _serve_arguments(serve, listen="127.0.0.1:9464")
     serve.add_argument("--ship-url", metavar="URL",
                        help="also ship every sample to this remote-write URL")  # fmt: skip
@@ -91,13 +146,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="how often to look for finished segments (default 100ms)")  # fmt: skip
     ship.add_argument("--once", action="store_true",
                       help="ship what is there, then exit (1 if any was quarantined)")  # fmt: skip
+    ship.add_argument("--deadline", type=duration_ms, metavar="DURATION",
+                      help="with --once: exit 1 if not done by then (default 5m)")  # fmt: skip
     ship.add_argument("--self-metrics-dir", metavar="DIR",
                       help="write the shipper's own metrics there as segments")  # fmt: skip
     ship.add_argument("--log-level", default="info", choices=LEVELS)
     _ship_arguments(ship)
 
     demo = commands.add_parser("demo", help="worker processes + serve, on a temporary spool")
-    demo.add_argument("--workers", type=int, default=4, help="emitting processes (default 4)")
+    demo.add_argument("--workers", type=_positive, default=4, help="emitting processes (default 4)")
     demo.add_argument("--duration", type=duration_ms, default=None,
                       help="stop after this long (default: run until Ctrl-C)")  # fmt: skip
     _serve_arguments(demo, listen="127.0.0.1:9464")
@@ -108,10 +165,11 @@ def _parser() -> argparse.ArgumentParser:
 def _serve_arguments(p: argparse.ArgumentParser, *, listen: str) -> None:
     p.add_argument(
         "--listen",
-        type=_listen,
-        default=_listen(listen),
+        type=listen_address,
+        default=listen_address(listen),
         metavar="HOST:PORT",
-        help=f"address to serve on (default {listen}; port 0 picks a free one)",
+        help=f"address to serve on: HOST:PORT, :PORT (all interfaces) or [V6]:PORT (default "
+        f"{listen}; port 0 picks a free one)",
     )
     p.add_argument("--state", help="state snapshot file (default SPOOL/.biometrics/state.json)")
     p.add_argument("--archive", metavar="DIR", help="move consumed segments here, not delete")
@@ -128,10 +186,18 @@ def _serve_arguments(p: argparse.ArgumentParser, *, listen: str) -> None:
     )
     p.add_argument(
         "--max-series",
-        type=int,
-        default=1_000_000,
+        type=_positive,
+        default=500_000,
         metavar="N",
-        help="per-source series held at most; new ones beyond are dropped",
+        help="source-series held at most; new ones beyond are dropped (default 500000: "
+        "~320 MB of RSS with counters)",
+    )
+    p.add_argument(
+        "--max-series-per-source",
+        type=_positive,
+        metavar="N",
+        help="series one source may feed at most, so one runaway process cannot starve the "
+        "others (default: a tenth of --max-series)",
     )
     p.add_argument(
         "--gauge-mode",
@@ -171,25 +237,37 @@ def _serve_arguments(p: argparse.ArgumentParser, *, listen: str) -> None:
 
 
 def _ship_arguments(p: argparse.ArgumentParser) -> None:
+    # Every default is None so that serve can tell which were given without --ship-url.
     g = p.add_argument_group("remote write")
-    g.add_argument("--source-label", metavar="NAME",
-                   help="add each segment's source (file-name prefix) as this label")  # fmt: skip
-    g.add_argument("--label", type=_pair, action="append", default=[], metavar="NAME=VALUE",
-                   help="external label for every series; repeatable")  # fmt: skip
-    g.add_argument("--header", type=_pair, action="append", default=[], metavar="NAME=VALUE",
-                   help="extra HTTP header (e.g. X-Scope-OrgID=team); repeatable")  # fmt: skip
-    g.add_argument("--bearer-token-file", metavar="FILE", help="send this file's token")
-    g.add_argument("--basic-auth-user", metavar="USER", help="basic-auth user name")
-    g.add_argument("--basic-auth-password-file", metavar="FILE", help="basic-auth password")
-    g.add_argument("--ca-file", metavar="FILE", help="trust this CA bundle (TLS is verified)")
-    g.add_argument("--timeout", type=duration_ms, default=30_000, metavar="DURATION",
-                   help="per request (default 30s)")  # fmt: skip
-    g.add_argument("--max-backoff", type=duration_ms, default=10_000, metavar="DURATION",
-                   help="longest wait between retries (default 10s)")  # fmt: skip
-    g.add_argument("--max-samples-per-request", type=int, default=2000, metavar="N",
-                   help="samples per request at most (default 2000)")  # fmt: skip
-    g.add_argument("--max-retries", type=int, default=10, metavar="N",
-                   help="re-sends of a 500 answer before quarantine (default 10)")  # fmt: skip
+    actions = [
+        g.add_argument("--source-label", metavar="NAME",
+                       help="add each segment's source (file-name prefix) as this label"),
+        g.add_argument("--label", type=_pair, action="append", metavar="NAME=VALUE",
+                       help="external label for every series; repeatable"),
+        g.add_argument("--header", type=_pair, action="append", metavar="NAME=VALUE",
+                       help="extra HTTP header (e.g. X-Scope-OrgID=team); repeatable"),
+        g.add_argument("--bearer-token-file", metavar="FILE", help="send this file's token"),
+        g.add_argument("--basic-auth-user", metavar="USER", help="basic-auth user name"),
+        g.add_argument("--basic-auth-password-file", metavar="FILE", help="basic-auth password"),
+        g.add_argument("--ca-file", metavar="FILE",
+                       help="trust this CA bundle (TLS is verified)"),
+        g.add_argument("--timeout", type=duration_ms, metavar="DURATION",
+                       help="per request (default 30s)"),
+        g.add_argument("--max-backoff", type=duration_ms, metavar="DURATION",
+                       help="longest wait between retries (default 10s)"),
+        g.add_argument("--blocked-backoff", type=duration_ms, metavar="DURATION",
+                       help="wait between tries while the receiver answers 401, 403, 404, "
+                       "405, 407 or a redirect (default 5m)"),
+        g.add_argument("--max-samples-per-request", type=int, metavar="N",
+                       help="samples per request at most (default 2000)"),
+        g.add_argument("--max-retries", type=int, metavar="N",
+                       help="re-sends of a 500 answer before quarantine (default 10)"),
+    ]  # fmt: skip
+    p.set_defaults(remote_options=[(a.dest, a.option_strings[0]) for a in actions])
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 class _Exit(Exception):  # noqa: N818 - not an error: an exit with a message
@@ -198,32 +276,39 @@ class _Exit(Exception):  # noqa: N818 - not an error: an exit with a message
         self.code = code
 
 
+def _reason(e: BaseException) -> str:
+    """An error's message without the ``[Errno N]`` prefix an ``OSError`` subclass adds."""
+    return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
 def _ship_options(args: argparse.Namespace, spool: str, url: str, **more: str) -> ShipOptions:
     try:
         from .exporter.remote_write import RemoteWriteOptions  # noqa: PLC0415 - ship extra
         from .exporter.ship import ShipOptions  # noqa: PLC0415
     except ImportError as e:
         raise _Exit(1, f"{e}; install it with pip install 'biometrics[ship]'") from e
-    remote = RemoteWriteOptions(
-        url,
-        timeout=args.timeout / 1000,
-        bearer_token_file=args.bearer_token_file,
-        basic_auth_user=args.basic_auth_user,
-        basic_auth_password_file=args.basic_auth_password_file,
-        ca_file=args.ca_file,
-        headers=dict(args.header),
-    )
+    max_backoff = _or(args.max_backoff, 10_000) / 1000
     try:
+        remote = RemoteWriteOptions(
+            url,
+            timeout=_or(args.timeout, 30_000) / 1000,
+            bearer_token_file=args.bearer_token_file,
+            basic_auth_user=args.basic_auth_user,
+            basic_auth_password_file=args.basic_auth_password_file,
+            ca_file=args.ca_file,
+            headers=dict(args.header or ()),
+        )
         return ShipOptions(
             spool=spool,
             remote=remote,
             archive=args.archive,
             source_label=args.source_label,
-            external_labels=dict(args.label),
-            max_samples_per_request=args.max_samples_per_request,
-            max_retries=args.max_retries,
-            max_backoff=args.max_backoff / 1000,
-            min_backoff=min(0.1, args.max_backoff / 1000),
+            external_labels=dict(args.label or ()),
+            max_samples_per_request=_or(args.max_samples_per_request, 2000),
+            max_retries=_or(args.max_retries, 10),
+            max_backoff=max_backoff,
+            min_backoff=min(0.1, max_backoff),
+            blocked_backoff=_or(args.blocked_backoff, 300_000) / 1000,
             poll_interval=args.poll_interval / 1000,
             **more,  # type: ignore[arg-type]
         )
@@ -232,25 +317,45 @@ def _ship_options(args: argparse.Namespace, spool: str, url: str, **more: str) -
 
 
 def _ship(args: argparse.Namespace, stop: threading.Event) -> int:
+    if args.deadline is not None and not args.once:
+        raise _Exit(2, "--deadline only applies to --once; add --once or drop it")
     options = _ship_options(args, args.spool, args.url, state=args.state,
                             quarantine=args.quarantine)  # fmt: skip
     from .exporter.serve import ship  # noqa: PLC0415 - needs the exporter extra
 
     configure(args.log_level)
+    deadline = _or(args.deadline, 300_000) / 1000
     try:
-        return ship(options, stop=stop, once=args.once, metrics_dir=args.self_metrics_dir)
+        return ship(options, stop=stop, once=args.once, metrics_dir=args.self_metrics_dir,
+                    deadline=deadline)  # fmt: skip
     except StateError as e:
-        print(f"biometrics ship: {e.strerror}", file=sys.stderr)
+        print(f"biometrics ship: {_reason(e)}", file=sys.stderr)
+        return 1
+    except TimeoutError as e:  # DeadlineError: the receiver did not take everything in time
+        print(f"biometrics ship: {_reason(e)}", file=sys.stderr)
         return 1
 
 
-def _serve(args: argparse.Namespace, spool: str, out: TextIO, stop: threading.Event) -> int:
+def _refuse_unused_remote_options(args: argparse.Namespace) -> None:
+    if getattr(args, "ship_url", None):
+        return
+    for dest, option in getattr(args, "remote_options", ()):
+        if getattr(args, dest) is not None:
+            raise _Exit(2, f"{option} does nothing without --ship-url; add --ship-url URL or "
+                        f"drop {option}")  # fmt: skip
+
+
+def _serve(
+    args: argparse.Namespace, spool: str, out: TextIO, stop: threading.Event, *,
+    create: bool = False,
+) -> int:  # fmt: skip
     try:
-        from .exporter.serve import serve  # noqa: PLC0415 - needs the exporter extra
+        from .exporter.serve import address, serve  # noqa: PLC0415 - needs the exporter extra
     except ImportError as e:
         print(f"biometrics {args.command}: {e}; install it with "
               "pip install 'biometrics[exporter]'", file=sys.stderr)  # fmt: skip
         return 1
+    _refuse_unused_remote_options(args)
     configure(args.log_level)
     options = ExporterOptions(
         spool=spool,
@@ -260,6 +365,7 @@ def _serve(args: argparse.Namespace, spool: str, out: TextIO, stop: threading.Ev
         rules=MergeRules(args.gauge_mode, tuple(args.gauge), args.per_source),
         forget_after_ms=args.forget_after,
         max_series=args.max_series,
+        max_series_per_source=args.max_series_per_source,
         honor_timestamps=args.honor_timestamps,
         poll_interval=args.poll_interval / 1000,
         checkpoint_interval=args.checkpoint_interval / 1000,
@@ -272,21 +378,33 @@ def _serve(args: argparse.Namespace, spool: str, out: TextIO, stop: threading.Ev
                              quarantine=options.quarantine_path,
                              state=os.path.join(state, "ship.json"))  # fmt: skip
 
-    def listening(bound: int) -> None:
-        print(f"serving http://{host}:{bound}/metrics from {spool}", file=out, flush=True)
+    bound: list[int] = []
+
+    def listening(port: int) -> None:
+        bound.append(port)
+        print(f"serving http://{address(host, port)}/metrics from {spool}", file=out, flush=True)
 
     try:
-        return serve(options, host, port, stop=stop, on_listening=listening, ship=ship)
-    except StateError as e:
-        print(f"biometrics {args.command}: {e.strerror}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE and args.command == "demo" and port:
+        return serve(options, host, port, stop=stop, on_listening=listening, ship=ship,
+                     create=create)  # fmt: skip
+    except (OSError, ValueError) as e:  # BiometricsError subclasses are one or the other
+        in_use = getattr(e, "errno", None) == errno.EADDRINUSE
+        if in_use and not bound and args.command == "demo" and port:
             args.listen = (host, 0)
             return _serve(args, spool, out, stop)
-        print(f"biometrics {args.command}: cannot serve on {host}:{port}: {e.strerror or e}; "
-              "choose another --listen", file=sys.stderr)  # fmt: skip
-        return 1
+        print(f"biometrics {args.command}: {_serve_failure(e, address(host, port), bound)}",
+              file=sys.stderr)  # fmt: skip
+        # The spool, --archive, --quarantine, a secret file: what was given is wrong (2).
+        return 1 if isinstance(e, StateError) or not isinstance(e, BiometricsError) else 2
+
+
+def _serve_failure(e: OSError | ValueError, where: str, bound: list[int]) -> str:
+    if isinstance(e, BiometricsError):  # StateError too: its message names the file
+        return _reason(e)
+    if bound:  # after binding, only the state is opened, and that raises StateError
+        filename = getattr(e, "filename", None)
+        return f"{filename}: {_reason(e)}" if filename else _reason(e)
+    return f"cannot listen on {where}: {_reason(e)}; stop what uses it or choose another --listen"
 
 
 def _demo(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
@@ -315,21 +433,30 @@ def run(argv: Sequence[str], out: TextIO, *, stop: threading.Event | None = None
     SIGTERM does.
     """
     args = _parser().parse_args(list(argv))
-    stop = stop or threading.Event()
+    if args.command is None:
+        _parser().print_help(out)
+        return 0
     try:
-        if args.command == "serve":
-            return _serve(args, args.spool, out, stop)
-        if args.command == "demo":
-            return _demo(args, out, stop)
-        if args.command == "ship":
-            return _ship(args, stop)
-        if args.command in handlers:
-            return handlers[args.command](args, out)
+        return _dispatch(args, out, stop or threading.Event())
     except _Exit as e:
         print(f"biometrics {args.command}: {e}", file=sys.stderr)
         return e.code
-    _parser().print_help(out)
-    return 0
+    except BiometricsError as e:  # an option value the library refuses, or a start-up check
+        print(f"biometrics {args.command}: {_reason(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C: daemons have stopped cleanly; tools just stop
+        print(f"biometrics {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
+    if args.command == "serve":
+        return _serve(args, args.spool, out, stop, create=args.create)
+    if args.command == "demo":
+        return _demo(args, out, stop)
+    if args.command == "ship":
+        return _ship(args, stop)
+    return handlers[args.command](args, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

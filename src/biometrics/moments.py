@@ -49,7 +49,11 @@ class MomentsReading:
     def skewness(self) -> float:
         """``sqrt(n) * m3 / m2**1.5``; NaN when ``m2`` is not positive."""
         m2 = self.m2
-        return math.sqrt(self.n) * self.m3 / m2**1.5 if m2 > 0.0 else _NAN
+        if not m2 > 0.0:
+            return _NAN
+        # sqrt(m2)**3, not m2**1.5: float ** raises OverflowError where * gives inf.
+        root = math.sqrt(m2)
+        return math.sqrt(self.n) * self.m3 / (root * root * root)
 
     def kurtosis(self) -> float:
         """``n * m4 / m2**2`` (not excess kurtosis); NaN when ``m2`` is not positive."""

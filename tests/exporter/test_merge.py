@@ -140,3 +140,63 @@ def test_json_round_trip(cls: type) -> None:
     assert t.to_json() == s.to_json()
     assert t.ts == s.ts
     assert not t.update("a", values[1], 2)
+
+
+def test_a_one_source_series_is_one_object_and_others_share_a_dict() -> None:
+    """The first source lives in the series' own slots; a counter's total is its value then."""
+    s = CounterSeries()
+    value = 10.0
+    s.update("a", value, 1)
+    assert s.more is None and s.parts() == [("a", 0.0, 10.0, 1)]
+    assert s.total is value  # no second float per series
+    s.update("b", 5.0, 1)
+    assert s.more == {"b": (0.0, 5.0, 1)} and s.sources() == 2 and "b" in s and "c" not in s
+
+
+@pytest.mark.parametrize("cls", [CounterSeries, GaugeSeries, HistogramSeries, MomentsSeries])
+def test_forgetting_the_inline_source_moves_the_next_one_in_and_stays_exact(cls: type) -> None:
+    """Whichever source leaves, the merged value is what the others (and ``""``) make."""
+    values = {
+        CounterSeries: (3.0, 4.0),
+        GaugeSeries: (3.0, 4.0),
+        HistogramSeries: (hist({0.1: 3.0}, 0.3), hist({0.2: 4.0}, 0.8)),
+        MomentsSeries: (MomentsReading.of([1.0, 2.0, 6.0]), MomentsReading.of([5.0, 7.0])),
+    }[cls]
+    merged = {
+        CounterSeries: lambda s: s.total,
+        GaugeSeries: lambda s: s.value,
+        HistogramSeries: lambda s: (s.cumulative(), s.sum, s.count),
+        MomentsSeries: lambda s: s.value,
+    }[cls]
+    s, t = cls(), cls()
+    s.update("a", values[0], 1)
+    s.update("b", values[1], 2)
+    assert s.forget("a") is False
+    assert s.src == "b" and s.t == 2
+    t.update("b", values[1], 2)
+    if cls is not GaugeSeries:  # a's cumulative part stays, as the pseudo-source ""
+        t.update("", values[0], 1)
+    assert merged(s) == merged(t)
+    assert s.forget("b") is True
+
+
+@pytest.mark.parametrize(
+    ("cls", "parts", "message"),
+    [
+        (CounterSeries, ["a", 0.0, "1", 5], "source 'a': last: expected a number, got str"),
+        (CounterSeries, ["a", 0.0, 1.0, 1.5], "source 'a': time: expected a time in ms"),
+        (CounterSeries, ["a", 0.0, 1.0, 5, "a", 0.0, 1.0, 6], "source 'a' appears twice"),
+        (CounterSeries, ["a", 0.0, 1.0], "expected [source, base, last, time] per source"),
+        (CounterSeries, [7, 0.0, 1.0, 5], "source: expected a string, got int"),
+        (CounterSeries, ["a", 0.0, 10**400, 5], "source 'a': last: an integer beyond"),
+        (GaugeSeries, ["a", 1.0, 2.0, 5], "source 'a': unused: expected null"),
+        (HistogramSeries, ["a", [[], 0, 0], [[[1.0, True]], 0, 0], 5], "bucket 1.0: expected"),
+        (MomentsSeries, ["a", [0, 0, 0, 0, 0], [-1, 0, 0, 0, 0], 5], "count -1 is not"),
+        (MomentsSeries, ["", [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], 5], "no live source"),
+    ],
+)
+def test_a_series_checks_its_json_field_by_field(cls: type, parts: list, message: str) -> None:
+    """Each wrong field is a ValueError naming the source and the field, never a TypeError."""
+    with pytest.raises(ValueError) as raised:
+        cls().load_json(parts)
+    assert message in str(raised.value)

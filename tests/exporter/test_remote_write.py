@@ -6,15 +6,18 @@ import email.utils
 import ssl
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import cramjam
 import pytest
 
+from biometrics.errors import InvalidValueError
 from biometrics.exporter.remote_write import (
     Encoder,
     RemoteWriteClient,
     RemoteWriteOptions,
+    SecretFileError,
     decode,
     group,
     retry_after_seconds,
@@ -105,3 +108,64 @@ def test_answers_carry_status_and_text(reply: tuple[int, dict[str, str], str]) -
         receiver.close()
     assert answer.status == reply[0]
     assert (reply[2] or "redirected to /elsewhere") in answer.message
+
+
+@pytest.mark.parametrize(
+    "url", ["not-a-url", "127.0.0.1:9090/api/v1/write", "ftp://h/x", "http:///api/v1/write",
+            "http://h:99999/x", "http://h:port/x"],
+)  # fmt: skip
+def test_a_url_without_http_scheme_and_host_is_refused_at_construction(url: str) -> None:
+    """A typo in the URL must stop the daemon at start, with an example of a good one."""
+    with pytest.raises(InvalidValueError, match=r"e\.g\. http://127\.0\.0\.1:9090/api/v1/write"):
+        RemoteWriteOptions(url)
+
+
+def test_credentials_that_would_never_be_sent_are_refused() -> None:
+    """A password without a user, or two kinds of Authorization, is a mistake, not a choice."""
+    with pytest.raises(InvalidValueError, match="give the user name too"):
+        RemoteWriteOptions("http://h/", basic_auth_password_file="pw")
+    with pytest.raises(InvalidValueError, match="keep one of them"):
+        RemoteWriteOptions("http://h/", bearer_token_file="t", basic_auth_user="u")
+
+
+@pytest.mark.parametrize(
+    ("option", "content", "message"),
+    [
+        ("bearer_token_file", None, "no such file"),
+        ("bearer_token_file", "\n", "is empty; write the token"),
+        ("basic_auth_password_file", "", "is empty; write the password"),
+        ("ca_file", "not a certificate\n", "holds no usable PEM certificate"),
+        ("ca_file", "directory", "is a directory"),
+    ],
+)
+def test_secret_files_are_checked_when_the_client_is_made(
+    tmp_path: Path, option: str, content: str | None, message: str
+) -> None:
+    """Missing, empty, directory or garbage: SecretFileError naming the file and the option."""
+    path = tmp_path / "secret"
+    if content == "directory":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    given = {option: str(path)}
+    if option == "basic_auth_password_file":
+        given["basic_auth_user"] = "u"
+    options = RemoteWriteOptions("https://127.0.0.1:1/", **given)  # type: ignore[arg-type]
+    with pytest.raises(SecretFileError, match=message) as info:
+        RemoteWriteClient(options)
+    assert info.value.filename == str(path)
+    assert f"--{option.replace('_', '-')}" in str(info.value)
+
+
+def test_a_shorter_timeout_can_be_given_per_request() -> None:
+    """A deadline close by cuts the wait for one answer below the configured timeout."""
+    receiver = Receiver(answer=lambda _n, _s: ("slow", 2.0, 204))
+    client = RemoteWriteClient(RemoteWriteOptions(receiver.url, timeout=30))
+    started = time.monotonic()
+    try:
+        answer = client.send(Encoder().encode([((("__name__", "a"),), [(1, 1.0)])]), timeout=0.2)
+    finally:
+        client.close()
+        receiver.close()
+    assert answer.status is None and "no answer within 0.2s" in answer.message
+    assert time.monotonic() - started < 1.5

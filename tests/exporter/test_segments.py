@@ -222,3 +222,12 @@ def test_untyped_samples_take_the_kind_already_held() -> None:
     assert got["h", "histogram"].value == ({1.0: 1.0}, 1.0, 1.0)
     assert got["h_exceeds_max", "counter"].value == 2
     assert parsed.problems == []
+
+
+def test_rust_moments_with_a_huge_variance_are_refused_not_raised() -> None:
+    """A variance of 1e300 makes the skewness term overflow: the reading is dropped, no crash."""
+    text = MOMENTS_TYPES + (b"m_count 5 5\nm_mean 1 5\nm_variance 1e300 5\nm_skewness 1 5\n"
+                            b"m_kurtosis 1 5\n")  # fmt: skip
+    got, _, malformed = seg(text)
+    assert ("m", "moments") not in got
+    assert len(malformed) == 1 and "are not finite" in malformed[0]

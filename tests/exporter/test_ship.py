@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from biometrics import Collector, Counter, Gauge, Histogram
-from biometrics.errors import InvalidLabelError, InvalidValueError
+from biometrics.errors import InvalidLabelError, InvalidValueError, StateError
 from biometrics.exporter import RemoteWriteOptions, ShipOptions, Shipper
+from biometrics.exporter._logging import LOGGER, configure
+from biometrics.exporter._preflight import SpoolError
 from biometrics.prometheus import Emitter, Options, Sample, parse
 
 from ._receiver import Decoded, Receiver, Reply
@@ -73,6 +77,7 @@ def expected(paths: list[str], source_label: str | None = "source") -> Series:
 
 def shipper(spool: Path, url: str, **options: object) -> Shipper:
     remote = options.pop("remote", None) or RemoteWriteOptions(url, timeout=5)
+    options.setdefault("blocked_backoff", 0.05)
     ship_options = ShipOptions(str(spool), remote, source_label="source", min_backoff=0.01,
                                max_backoff=0.05, **options)  # type: ignore[arg-type]  # fmt: skip
     s = Shipper(ship_options)
@@ -169,11 +174,11 @@ def test_500_is_retried_max_retries_times_then_quarantined(spool: Path, receiver
     assert "HTTP 500: too old sample" in sidecar
 
 
-@pytest.mark.parametrize("failure", ["reset", "slow", 503, 404, 401, 302])
-def test_transient_and_endpoint_failures_keep_the_segment_until_acknowledged(
+@pytest.mark.parametrize("failure", ["reset", "slow", 503])
+def test_transient_failures_keep_the_segment_until_acknowledged(
     spool: Path, receiver: Receiver, failure: Reply
 ) -> None:
-    """Connection resets, timeouts, 503 and endpoint errors are retried, never quarantined."""
+    """Connection resets, timeouts and 503 are retried, never quarantined."""
     want = expected(emit_history(spool, "web", 1_700_000_000_000, 2))
     reply: Reply = ("slow", 1.0, 204) if failure == "slow" else failure
     receiver.answer = lambda n, _s: reply if n < 2 else 204
@@ -333,3 +338,118 @@ def test_a_timestamp_beyond_int64_is_quarantined_not_fatal(spool: Path, receiver
     sidecar = (spool / "quarantine" / "p.1700000000000.prom.error").read_text()
     assert "p.1700000000000.prom:2: timestamp '9223372036854775808' is beyond int64" in sidecar
     assert "p.1700000000000.prom:3: timestamp" in sidecar
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """The exporter's log lines, captured at info; the logger is put back as it was after."""
+    saved = (LOGGER.handlers[:], LOGGER.level, LOGGER.propagate)
+    stream = io.StringIO()
+    configure("info", stream)
+    yield stream
+    LOGGER.handlers[:], LOGGER.propagate = saved[0], saved[2]
+    LOGGER.setLevel(saved[1])
+
+
+def wait_for(condition: object, what: str, seconds: float = 30) -> None:
+    """Poll ``condition`` (a callable) until true; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("status", "fix"),
+    [
+        (401, "--bearer-token-file"),
+        (403, "grant them write permission"),
+        (404, "check the path in the URL"),
+        (405, "does not take POST"),
+        (407, "HTTPS_PROXY"),
+        (302, "put the final URL"),
+    ],
+)
+def test_endpoint_answers_block_shipping_until_the_remote_accepts_again(
+    spool: Path, receiver: Receiver, logs: io.StringIO, status: int, fix: str
+) -> None:
+    """401/403/404/405/407/3xx: blocked (gauges, a log saying what to fix), the segment kept,
+    the next try only after blocked_backoff, and shipping resumes when the remote accepts."""
+    want = expected(emit_history(spool, "web", 1_700_000_000_000, 2))
+    files = prom_files(spool)
+    receiver.answer = lambda n, _s: (status, {"Location": "/elsewhere"}, "no") if n == 0 else 204
+    s = shipper(spool, receiver.url, blocked_backoff=0.5)
+    passed: list[bool] = []
+    thread = threading.Thread(target=lambda: passed.append(s.ship_pass()))
+    thread.start()
+    try:
+        wait_for(lambda: s.metrics.blocked.read() == 1, "the blocked state")
+        assert s.metrics.blocked_status.read() == status
+        assert prom_files(spool) == files, "segments stay in the spool while blocked"
+        assert "remote write blocked" in logs.getvalue() and fix in logs.getvalue()
+    finally:
+        thread.join(30)
+        s.close()
+    assert passed == [True]
+    first, second = receiver.requests[0], receiver.requests[1]
+    assert second.arrived - first.arrived >= 0.45, "blocked_backoff, not max_backoff (0.05)"
+    assert len(receiver.requests) == 2
+    assert receiver.accepted() == want
+    assert prom_files(spool) == [] and not (spool / "quarantine").exists()
+    assert s.metrics.blocked.read() == 0 and s.metrics.blocked_status.read() == 0
+    assert "remote write unblocked" in logs.getvalue()
+
+
+def test_a_blocked_remote_is_not_retried_in_a_tight_loop(spool: Path, receiver: Receiver) -> None:
+    """Always 401 for a second: one try per blocked_backoff, where max_backoff would give ~20."""
+    emit_history(spool, "web", 1_700_000_000_000, 1)
+    receiver.answer = lambda _n, _s: 401
+    stop = threading.Event()
+    s = shipper(spool, receiver.url, blocked_backoff=0.4)
+    timer = threading.Timer(1.0, stop.set)
+    timer.start()
+    try:
+        assert not s.ship_pass(stop)
+    finally:
+        timer.join()
+        s.close()
+    assert 2 <= len(receiver.requests) <= 4
+    assert len(prom_files(spool)) == 1
+
+
+def test_a_deadline_cuts_a_pass_short_and_keeps_the_segments(
+    spool: Path, receiver: Receiver
+) -> None:
+    """A remote that never answers 2xx cannot hold a pass beyond its deadline."""
+    emit_history(spool, "web", 1_700_000_000_000, 1)
+    receiver.answer = lambda _n, _s: 503
+    s = shipper(spool, receiver.url)
+    started = time.monotonic()
+    try:
+        assert not s.ship_pass(deadline=started + 0.5)
+    finally:
+        s.close()
+    assert 0.4 <= time.monotonic() - started < 5
+    assert len(prom_files(spool)) == 1
+    assert s.last_failure is not None and s.last_failure.startswith("HTTP 503")
+
+
+def test_open_refuses_a_missing_spool_and_a_state_that_is_a_directory(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """Nothing is created for a mistyped spool; a directory in the state's place is named."""
+    remote = RemoteWriteOptions(receiver.url)
+    with pytest.raises(SpoolError, match="no such directory") as missing:
+        Shipper(ShipOptions(str(tmp_path / "typo"), remote)).open()
+    assert missing.value.filename == str(tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "state.json").mkdir()
+    with pytest.raises(StateError, match="is a directory") as state:
+        Shipper(ShipOptions(str(tmp_path), remote, state=str(tmp_path / "state.json"))).open()
+    assert state.value.filename == str(tmp_path / "state.json")
+
+
+def test_blocked_backoff_is_validated() -> None:
+    """A zero wait would be the tight loop the blocked state exists to prevent."""
+    with pytest.raises(InvalidValueError, match="blocked_backoff"):
+        ShipOptions("spool", RemoteWriteOptions("http://127.0.0.1:1/"), blocked_backoff=0)

@@ -1,10 +1,14 @@
 """The store: merging across sources, per-source mode, bounds, forgetting, and its JSON form."""
 
 import math
+import threading
+from pathlib import Path
 
 import pytest
 
-from biometrics.exporter import MergeRules, Reading, Store
+from biometrics import MomentsReading
+from biometrics.exporter import Exporter, ExporterOptions, MergeRules, Reading, Store, render
+from biometrics.exporter.bounds import DropLog
 
 
 def counter(name: str, value: float, ts: int, **labels: str) -> Reading:
@@ -145,3 +149,155 @@ def test_a_name_two_kinds_claim_keeps_the_first() -> None:
     store.ingest("d", [Reading("histogram", "x", (), ({}, 0.0, 0.0), 1)],
                   on_conflict=lambda r, held: heard.append((r.family, held)))  # fmt: skip
     assert heard == [("x", "the counter x_count")]
+
+
+def test_one_source_cannot_take_every_other_sources_room() -> None:
+    """Over its share a source's new series are dropped (counted by reason); others still fit."""
+    store = Store(max_series=10, max_series_per_source=3)
+    store.ingest("greedy", [counter("x_total", 1, 1, k=str(i)) for i in range(8)])
+    store.ingest("modest", [counter("x_total", 1, 1, k="0"), counter("y_total", 1, 1)])
+    store.ingest("greedy", [counter("x_total", 5, 2, k="0"), counter("x_total", 1, 2, k="9")])
+    assert store.source_series("greedy") == 3 and store.source_series("modest") == 2
+    assert store.dropped == {"max_series": 0, "max_series_per_source": 6}
+    assert store.dropped_series == 6
+    assert lines(store) == ['x_total{k="0"} 6', 'x_total{k="1"} 1', 'x_total{k="2"} 1',
+                            "y_total 1"]  # fmt: skip
+    store.forget_stale(10, 5)  # both forgotten: greedy's share is free again
+    store.ingest("greedy", [counter("x_total", 1, 20, k=str(i)) for i in range(3, 6)])
+    assert store.source_series("greedy") == 3 and store.dropped_series == 6
+
+
+def test_the_whole_bound_is_counted_apart_from_the_share() -> None:
+    """A full store refuses with reason ``max_series`` even a source well within its share."""
+    store = Store(max_series=2, max_series_per_source=2)
+    store.ingest("a", [counter("x_total", 1, 1, k="1"), counter("x_total", 1, 1, k="2")])
+    store.ingest("b", [counter("x_total", 1, 1, k="3")])
+    assert store.dropped == {"max_series": 1, "max_series_per_source": 0}
+
+
+def test_drops_are_logged_at_first_then_once_a_minute_per_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """First refusal of each source at once; then one line a minute with what was suppressed."""
+    now = [0.0]
+    logged: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr("biometrics.exporter.bounds.log",
+                        lambda level, event, **fields: logged.append((event, fields)))  # fmt: skip
+    store = Store(max_series_per_source=1)
+    store.drop_log = DropLog(clock=lambda: now[0])
+    store.ingest("a", [counter("x_total", 1, 1, k=str(i)) for i in range(5)])  # 4 dropped
+    store.ingest("b", [counter("y_total", 1, 1, k=str(i)) for i in range(2)])  # 1 dropped
+    now[0] = 59.0
+    store.ingest("a", [counter("z_total", 1, 2)])
+    assert [(e, f["source"]) for e, f in logged] == [
+        ("new series dropped: --max-series-per-source reached", "a"),
+        ("new series dropped: --max-series-per-source reached", "b"),
+    ]
+    now[0] = 60.0
+    store.ingest("a", [counter("w_total", 1, 3)])
+    event, fields = logged[-1]
+    assert event == "new series still dropped: --max-series-per-source reached"
+    assert fields == {"source": "a", "family": "w_total", "limit": 1, "suppressed": 4}
+    assert len(logged) == 3 and store.dropped_series == 7
+
+
+def test_unchanged_series_keep_their_rendered_lines() -> None:
+    """A scrape re-renders only what changed: other series' lines are the very same objects."""
+    store = Store()
+    store.ingest("a", [counter("x_total", 1, 1, k="1"), counter("x_total", 1, 1, k="2")])
+    store.render()
+    family = store._families["x_total"]
+    before = {labels: s.text for labels, s in family.series.items()}
+    store.ingest("a", [counter("x_total", 2, 2, k="2")])
+    assert family.series['{k="2"}'].text is None
+    assert lines(store) == ['x_total{k="1"} 1', 'x_total{k="2"} 2']
+    assert family.series['{k="1"}'].text is before['{k="1"}']
+
+
+def test_a_page_is_built_in_chunks_and_ingest_goes_on_between_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between chunks of series the lock is free: another thread ingests mid-page."""
+    monkeypatch.setattr(render, "CHUNK", 2)
+    store = Store()
+    store.ingest("a", [counter("x_total", 1, 1, k=str(i)) for i in range(6)])
+    done: list[int] = []
+
+    def ingest_elsewhere() -> None:
+        if not done:
+            t = threading.Thread(
+                target=lambda: done.append(
+                    store.ingest("b", [counter("x_total", 7, 1, k="5"), counter("new_total", 1, 1)])
+                )
+            )
+            t.start()
+            t.join(timeout=10)
+            assert done == [2], "ingest could not take the lock between chunks"
+
+    monkeypatch.setattr(render, "let_others_in", ingest_elsewhere)
+    version = store.version
+    page = [x for x in store.render().splitlines() if not x.startswith("#")]
+    assert done == [2] and store.version > version
+    # Each series whole, from one state or the other; the new family comes next time.
+    assert page[:5] == [f'x_total{{k="{i}"}} 1' for i in range(5)]
+    assert page[5] == 'x_total{k="5"} 8'  # its chunk came after the ingest
+    assert lines(store) == ["new_total 1", *page[:5], 'x_total{k="5"} 8']
+
+
+def test_forgotten_series_leave_the_page_and_come_back_once() -> None:
+    """A series forgotten between scrapes is gone from the page; re-created, it is there once."""
+    store = Store()
+    store.ingest("a", [counter("x_total", 1, 1, k="1"), counter("x_total", 1, 1, k="2")])
+    store.ingest("b", [counter("x_total", 1, 9, k="3")])
+    assert len(lines(store)) == 3
+    store.forget_stale(10, 5)
+    assert lines(store) == ['x_total{k="3"} 1']
+    store.ingest("a", [counter("x_total", 4, 11, k="1")])
+    assert lines(store) == ['x_total{k="1"} 4', 'x_total{k="3"} 1']
+    assert len(store._families["x_total"].order) == 2
+
+
+def test_histogram_labels_with_escapes_render_as_written() -> None:
+    """Quotes, backslashes and line feeds in label values survive into every bucket line."""
+    store = Store()
+    tricky = 'a"b\\c\nd'
+    store.ingest("a", [Reading("histogram", "h", (("path", tricky),), ({0.5: 2.0}, 0.7, 2.0), 1)])
+    escaped = 'path="a\\"b\\\\c\\nd"'
+    assert lines(store) == [
+        f'h_bucket{{{escaped},le="0.5"}} 2',
+        f'h_bucket{{{escaped},le="+Inf"}} 2',
+        f"h_sum{{{escaped}}} 0.7",
+        f"h_count{{{escaped}}} 2",
+    ]
+
+
+def test_moments_with_sums_beyond_a_power_still_render() -> None:
+    """m2 = 1e300 (finite) overflows ``m2**1.5``: the page is still served, skewness ~0."""
+    store = Store()
+    store.ingest("a", [Reading("moments", "m", (), MomentsReading(3, 1.0, 1e300, 1e10, 1.0), 1)])
+    page = dict(x.split(" ") for x in lines(store))
+    assert page["m_count"] == "3" and page["m_m2"] == "1e+300"
+    assert float(page["m_skewness"]) == pytest.approx(0.0)
+
+
+def test_the_page_cache_is_per_store_version(tmp_path: Path) -> None:
+    """Exporter.page() renders once per version and format; any change shows next scrape."""
+    exporter = Exporter(ExporterOptions(spool=str(tmp_path), max_series=100))
+    store = exporter.store
+    assert store.max_series_per_source == 10  # a tenth by default
+    store.ingest("a", [counter("x_total", 1, 1)])
+    first = exporter.page()
+    calls: list[bool] = []
+    real = store.render
+
+    def counting(**kw: bool) -> str:
+        calls.append(kw["openmetrics"])
+        return real(**kw)
+
+    store.render = counting  # type: ignore[method-assign]
+    assert exporter.page().split("\n# HELP biometrics")[0] == first.split("\n# HELP biometrics")[0]
+    assert calls == []
+    exporter.page(openmetrics=True)
+    store.ingest("a", [counter("x_total", 2, 2)])
+    assert "x_total 2\n" in exporter.page()
+    assert calls == [True, False]

@@ -1,3 +1,7 @@
+"""The Watcher: claim-and-offer over a spool, and what it refuses to open."""
+
+import errno
+import json
 import os
 import signal
 import subprocess
@@ -149,3 +153,114 @@ def test_sigkilled_writer_releases_its_lock_and_complete_lines_survive(tmp_path:
     assert len(got) == 100 + 9
     assert all(s.timestamp_ms == 1000 for s in got)
     assert Path(path).exists()
+
+
+# -- what a hostile spool writer can plant -----------------------------------------------------
+
+NOT_REGULAR = """
+import json, os, sys
+from biometrics.errors import SegmentError
+from biometrics.prometheus import Reader, Watcher
+
+spool = sys.argv[1]
+out = {}
+for name in ("fifo.1.prom", "zero.1.prom", "dir.1.prom"):
+    path = os.path.join(spool, name)
+    out[name + " claim"] = repr(Watcher(spool).claim(path))
+    try:
+        out[name + " try_open"] = repr(Reader.try_open(path))
+    except SegmentError as e:
+        out[name + " try_open"] = ["SegmentError", e.filename, str(e)]
+print(json.dumps(out))
+"""
+
+
+def test_a_fifo_or_a_link_in_a_segments_place_is_never_opened_or_waited_on(
+    tmp_path: Path,
+) -> None:
+    """claim() says None, Reader refuses: a FIFO opened read-only would wait for a writer.
+
+    The name may have been a regular file when listed and swapped since, so claim() and
+    Reader check the open file, not the listing.  In a child with a deadline: a regression
+    blocks instead of failing.
+    """
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    os.mkfifo(spool / "fifo.1.prom")
+    (spool / "zero.1.prom").symlink_to("/dev/zero")
+    (spool / "dir.1.prom").mkdir()
+    done = subprocess.run([sys.executable, "-c", NOT_REGULAR, str(spool)], capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    for name in ("fifo.1.prom", "zero.1.prom", "dir.1.prom"):
+        assert out[name + " claim"] == "None", name
+        kind, filename, _ = out[name + " try_open"]
+        assert (kind, filename) == ("SegmentError", str(spool / name)), name
+    assert "symbolic link" in out["zero.1.prom try_open"][2]
+    assert "not a regular file" in out["fifo.1.prom try_open"][2]
+
+
+def test_strays_are_reported_once_until_they_change(tmp_path: Path) -> None:
+    """Links, FIFOs and directories named like segments: listed once each, again if replaced."""
+    (tmp_path / "ok.1.prom").write_text("x 1 1\n")
+    (tmp_path / "link.1.prom").symlink_to(tmp_path / "ok.1.prom")
+    os.mkfifo(tmp_path / "fifo.1.prom")
+    (tmp_path / "dir.1.prom").mkdir()
+    (tmp_path / ".hidden.prom").symlink_to("/dev/zero")
+    (tmp_path / "other.txt").symlink_to("/dev/zero")
+    w = Watcher(tmp_path)
+    assert [Path(p).name for p in w.candidates()] == ["ok.1.prom"]
+    assert w.strays() == [
+        (str(tmp_path / "dir.1.prom"), "directory"),
+        (str(tmp_path / "fifo.1.prom"), "FIFO"),
+        (str(tmp_path / "link.1.prom"), "symlink"),
+    ]
+    w.candidates()
+    w.backlog()
+    assert w.strays() == []
+    (tmp_path / "link.1.prom").unlink()
+    (tmp_path / "link.1.prom").symlink_to("/etc/passwd")
+    (tmp_path / "dir.1.prom").rmdir()
+    w.candidates()
+    assert w.strays() == [(str(tmp_path / "link.1.prom"), "symlink")]
+    (tmp_path / "dir.1.prom").mkdir()  # gone, then back: reported again
+    w.candidates()
+    assert w.strays() == [(str(tmp_path / "dir.1.prom"), "directory")]
+
+
+UNREADABLE = """
+import json, os
+from biometrics.errors import SegmentError
+from biometrics.prometheus import Watcher
+
+if os.geteuid() == 0:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    print(json.dumps(["claimed", repr(Watcher("spool").claim("spool/locked.1.prom"))]))
+except SegmentError as e:
+    print(json.dumps(["SegmentError", e.errno, e.filename, str(e)]))
+"""
+
+
+def test_a_segment_it_may_not_read_is_an_error_not_silence(tmp_path: Path) -> None:
+    """Mode 000 for a non-root watcher: SegmentError naming the file and the fix, not None.
+
+    None meant "held by a writer, try later": the file was passed over forever without a word.
+    As root the child drops to nobody; its working directory lets it reach the spool.
+    """
+    area = tmp_path / "area"
+    spool = area / "spool"
+    spool.mkdir(parents=True)
+    os.chmod(area, 0o755)
+    locked = spool / "locked.1.prom"
+    locked.write_text("x 1 1\n")
+    os.chmod(locked, 0)
+    done = subprocess.run([sys.executable, "-c", UNREADABLE], cwd=area, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    kind, code, filename, message = json.loads(done.stdout)
+    assert (kind, code, filename) == ("SegmentError", errno.EACCES, "spool/locked.1.prom")
+    assert "read permission" in message

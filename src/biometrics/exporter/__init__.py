@@ -1,6 +1,6 @@
 """The exporter daemon: merges many processes' segments, serves them, ships them by remote write.
 
-Serving needs the ``exporter`` extra (waitress); shipping needs the ``ship`` extra (protobuf,
+Serving needs the ``exporter`` extra (h11); shipping needs the ``ship`` extra (protobuf,
 cramjam, httpx), so its names are imported on first use and say what to install if missing.
 """
 

@@ -20,7 +20,7 @@ from ..errors import ParseError, SegmentError, StateError
 from ..prometheus import Parse, Reader, SlashMetrics, Watcher
 from ._logging import log
 from ._selfmetrics import SensorSet
-from ._spool import SkipList, in_spool, move, quarantine
+from ._spool import SkipList, UnsafeFileError, in_spool, move, quarantine
 from .durable import DurableState
 from .segments import source_of
 from .store import MergeRules, Store
@@ -59,13 +59,25 @@ class ExporterOptions:
     """Where unparseable segments go, with a ``.error`` sidecar; default ``<spool>/quarantine``."""
     rules: MergeRules = field(default_factory=MergeRules)
     forget_after_ms: int | None = None
-    max_series: int = 1_000_000
+    max_series: int = 500_000
+    """Source-series held at most: sized so the daemon stays within 512 MB of RSS with
+    counters (see docs/ARCHITECTURE.md, "Bounds", and benchmarks/store_memory.py)."""
+    max_series_per_source: int | None = None
+    """Series one source may feed at most, so one runaway process cannot take every other
+    source's room; None: a tenth of ``max_series``."""
     honor_timestamps: bool = False
     poll_interval: float = 0.1
     checkpoint_interval: float = 60.0
     checkpoint_bytes: int = 64 << 20
     batch_files: int = 256
     batch_bytes: int = 64 << 20
+
+    @property
+    def source_limit(self) -> int:
+        """``max_series_per_source``, defaulted."""
+        if self.max_series_per_source is not None:
+            return self.max_series_per_source
+        return max(1, self.max_series // 10)
 
     @property
     def state_path(self) -> str:
@@ -89,7 +101,13 @@ class _SelfMetrics(SensorSet):
         self.samples = counter("ingested_samples", "Sample lines ingested.")
         self.parse_errors = counter("parse_errors", "Malformed lines skipped.")
         self.quarantined = counter("quarantined_segments", "Segments moved to quarantine.")
-        self.dropped = counter("dropped_series", "New series refused by --max-series.")
+        self.dropped = counter(
+            "dropped_series", "New series refused by --max-series or --max-series-per-source."
+        )
+        self.dropped_share = counter(
+            "dropped_series_source_limit",
+            "New series refused by --max-series-per-source (also in dropped_series_total).",
+        )
         self.conflicts = counter("type_conflicts", "Readings dropped: their name has another kind.")
         self.checkpoints = counter("checkpoints", "State snapshots written.")
         self.failures = counter(
@@ -104,6 +122,8 @@ class _SelfMetrics(SensorSet):
     def sync_store(self, store: Store) -> None:
         with store.lock:
             self.dropped.count(store.dropped_series - self.dropped.read())
+            share = store.dropped["max_series_per_source"]
+            self.dropped_share.count(share - self.dropped_share.read())
             self.conflicts.count(store.conflicts - self.conflicts.read())
             self.series.set(store.series_count())
             self.entries.set(store.entries)
@@ -115,7 +135,8 @@ class Exporter:
 
     def __init__(self, options: ExporterOptions) -> None:
         self.options = options
-        self.store = Store(options.rules, max_series=options.max_series)
+        self.store = Store(options.rules, max_series=options.max_series,
+                           max_series_per_source=options.source_limit)  # fmt: skip
         self.metrics = _SelfMetrics()
         self.also_shown: list[SensorSet] = []
         """More self-metrics for the page, e.g. the shipper's when ``serve`` also ships."""
@@ -246,6 +267,11 @@ class Exporter:
         return waiting_since is not None
 
     def _take(self, path: str) -> tuple[Reader, str | None, list[ParseError], int] | None:
+        for stray, kind in self.watcher.strays():  # once each, until it changes
+            self.metrics.failures.click()
+            log(logging.WARNING, "not a regular file; ignored, never opened or followed",
+                path=stray, kind=kind, fix="remove it: segments are regular files only (a "
+                "process that can write the spool may have planted it)")  # fmt: skip
         if self._skipped.skipped(path):
             return None
         try:
@@ -297,18 +323,25 @@ class Exporter:
         self.metrics.samples.count(parsed.samples)
 
     def _finish(self, reader: Reader, reason: str | None, problems: list[ParseError]) -> None:
-        path = reader.path
+        path, fd = reader.path, reader.fileno()
         try:
             if self.options.outbox is not None and source_of(os.path.basename(path)):
-                move(path, self.options.outbox, rename_on_clash=False)
+                move(path, self.options.outbox, rename_on_clash=False, fd=fd,
+                     hint="remove it (the outbox lives beside --state)")  # fmt: skip
             elif reason is not None:
-                self._quarantine(path, reason, problems)
+                self._quarantine(path, reason, problems, fd)
             elif self.options.archive is not None:
-                move(path, self.options.archive)
+                move(path, self.options.archive, fd=fd,
+                     hint="remove it, or point --archive at a real directory")  # fmt: skip
             else:
                 reader.unlink()
         except FileExistsError:
             log(logging.WARNING, "outbox has a segment of this name; moving it later", path=path)
+            return
+        except UnsafeFileError as e:
+            # Refused, never followed: the segment is journaled, so it stays here, skipped
+            # until it changes (or serve restarts), rather than go through a planted link.
+            self._skip(path, "refusing to move consumed segment; it stays in the spool", e)
             return
         except OSError as e:
             self._skip(
@@ -317,11 +350,17 @@ class Exporter:
             return
         log(logging.DEBUG, "segment consumed", path=path)
 
-    def _quarantine(self, path: str, reason: str, problems: list[ParseError]) -> None:
-        target = quarantine(path, self.options.quarantine_path, reason, problems)
+    def _quarantine(
+        self, path: str, reason: str, problems: list[ParseError], fd: int | None = None
+    ) -> None:
+        done = quarantine(path, self.options.quarantine_path, reason, problems, fd=fd)
         self.metrics.quarantined.click()
-        log(logging.WARNING, "segment quarantined", path=path, moved_to=target, reason=reason,
+        log(logging.WARNING, "segment quarantined", path=path, moved_to=done.target,
+            sidecar=done.sidecar or "-", reason=reason,
             first_problem=str(problems[0]) if problems else "")  # fmt: skip
+        if done.sidecar_problem is not None:
+            log(logging.WARNING, "quarantine sidecar not at its usual name", path=done.target,
+                problem=done.sidecar_problem)  # fmt: skip
 
     def _skip(self, path: str, what: str, error: OSError) -> None:
         self.metrics.failures.click()
@@ -370,10 +409,15 @@ class Exporter:
         """The /metrics page: merged series, then ``biometrics_exporter_*``."""
         started = time.perf_counter()
         store = self.store
-        with store.lock:
-            if self._page_version != store.version:
+        # Not under the ingest lock: a large page takes seconds, and the store renders it in
+        # chunks.  One page at a time: a second scrape waits, then finds it cached.  The page
+        # holds every change up to the version read before it was built (and maybe later
+        # ones, which moved the version on, so the next scrape builds afresh).
+        with store.render_lock:
+            version = store.version
+            if self._page_version != version:
                 self._page_cache.clear()
-                self._page_version = store.version
+                self._page_version = version
             body = self._page_cache.get(openmetrics)
             if body is None:
                 stamps = self.options.honor_timestamps

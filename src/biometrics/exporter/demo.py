@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 
 from ..collector import Collector
@@ -24,7 +28,12 @@ _ROUTES = (("/", 0.004), ("/search", 0.03), ("/checkout", 0.08), ("/api/items", 
 
 
 def worker(spool: str, job: str, seed: int, emit_every: float, lifetime: float | None) -> None:
-    """Serve fake requests and emit every ``emit_every`` s until the parent goes or time is up."""
+    """Serve fake requests and emit every ``emit_every`` s until the parent goes or time is up.
+
+    Ctrl-C reaches the whole foreground process group; the parent stops the workers itself
+    (SIGTERM), so they ignore SIGINT rather than each print a KeyboardInterrupt traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     rng = random.Random(seed)
     parent = os.getppid()
     collector = Collector()
@@ -54,15 +63,41 @@ def worker(spool: str, job: str, seed: int, emit_every: float, lifetime: float |
 def start_workers(
     spool: str, count: int, *, emit_every: float = 1.0, lifetime: float | None = None
 ) -> list[BaseProcess]:
-    """Start ``count`` worker processes (spawned, so no state is shared with the parent)."""
+    """Start ``count`` worker processes (spawned, so no state is shared with the parent).
+
+    They are started with SIGINT ignored, which a spawned interpreter inherits (a mask is not
+    inherited): a Ctrl-C while one is still importing cannot print its traceback.  Meanwhile
+    SIGINT is also blocked here, so this process gets a Ctrl-C once the workers are started.
+    """
     context = multiprocessing.get_context("spawn")
     workers: list[BaseProcess] = []
-    for i in range(count):
-        process = context.Process(target=worker, args=(spool, "demo", i, emit_every, lifetime),
-                                  name=f"biometrics-demo-{i}", daemon=True)  # fmt: skip
-        process.start()
-        workers.append(process)
+    try:
+        with _sigint_ignored_by_children():
+            for i in range(count):
+                process = context.Process(target=worker,
+                                          args=(spool, "demo", i, emit_every, lifetime),
+                                          name=f"biometrics-demo-{i}", daemon=True)  # fmt: skip
+                process.start()
+                workers.append(process)
+    except BaseException:  # a Ctrl-C held back is raised on leaving the block: stop them too
+        stop_workers(workers)
+        raise
     return workers
+
+
+@contextlib.contextmanager
+def _sigint_ignored_by_children() -> Iterator[None]:
+    """SIGINT ignored (inherited by spawned children) and blocked (held for us) meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if handler is None else handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def stop_workers(workers: list[BaseProcess], timeout: float = 5.0) -> None:

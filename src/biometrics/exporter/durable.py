@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 from ..errors import SegmentError, StateError
 from ._logging import log
-from ._spool import lock_state
+from ._spool import UnsafeFileError, lock_state_at, open_dir, open_file_at
 from .store import STATE_FORMAT, STATE_VERSION, Store
 
 __all__ = ["DurableState"]
@@ -36,14 +36,7 @@ __all__ = ["DurableState"]
 _MAGIC = b"#@biometrics-journal "
 _MAX_SIZE_DIGITS = 19  # any record size up to 2**63 - 1; longer is garbage, not a size
 _MAX_HEADER = len(_MAGIC) + _MAX_SIZE_DIGITS + 1 + 4096 + 1  # a file name is <= 255 bytes
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_HINT = "remove it, or point --state at a directory of its own"
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -126,6 +119,9 @@ class DurableState:
         self.path = os.fspath(path)
         self.journal_path = self.path + ".journal"
         self.lock_path = self.path + ".lock"
+        self._directory, self._name = os.path.split(self.path)
+        self._dir_fd: int | None = None
+        """The state directory, opened without following links; every file is opened in it."""
         self._lock_fd: int | None = None
         self._fd: int | None = None
         self._end = 0
@@ -144,16 +140,31 @@ class DurableState:
         """Take the lock, cut any damaged tail off the journal, and open it for appending.
 
         The tail is cut here rather than during :meth:`replay` so that no append can ever land
-        after garbage, where a later replay would never reach it.
+        after garbage, where a later replay would never reach it.  The directory (by default
+        in the spool, where anyone may plant a link) is opened without following links, and
+        each file in it relative to it, never through a link nor one with other hard links.
         """
-        fd = lock_state(self.lock_path, f"state {self.path}", "give this one its own --state")
-        self._lock_fd = fd
+        directory = self._directory or "."
+        try:
+            self._dir_fd = open_dir(directory, create=True, hint=_HINT)
+        except OSError as e:
+            raise StateError(e.errno, f"cannot use state directory {directory}: "
+                             f"{e.strerror}", directory) from e  # fmt: skip
+        try:
+            self._lock_fd = lock_state_at(
+                self._dir_fd, self._name + ".lock", self.lock_path, f"state {self.path}",
+                "give this one its own --state",
+            )  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
         try:
             # Not O_APPEND: sendfile() refuses to write to append-mode files.
-            self._fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self._fd = open_file_at(self._dir_fd, self._name + ".journal",
+                                    os.O_RDWR | os.O_CREAT, self.journal_path, _HINT)  # fmt: skip
             size = os.fstat(self._fd).st_size
             walk = _Walk()
-            with open(self.journal_path, "rb") as f:
+            with self._read_journal() as f:
                 for _ in _walk(f, size, walk, read=False):
                     pass
             if walk.stopped is not None:
@@ -166,6 +177,21 @@ class DurableState:
             raise StateError(e.errno, f"cannot open journal {self.journal_path}: {e.strerror}; "
                              "check the state volume", self.journal_path) from e  # fmt: skip
 
+    def _read_journal(self) -> BinaryIO:
+        """The journal for reading: its own file offset, and the very file ``_fd`` holds.
+
+        Opened relative to the state directory without following links, then checked to be
+        the same file, so a name swapped meanwhile is never read instead.
+        """
+        assert self._dir_fd is not None and self._fd is not None
+        fd = open_file_at(self._dir_fd, self._name + ".journal", os.O_RDONLY,
+                          self.journal_path, _HINT)  # fmt: skip
+        if not os.path.samestat(os.fstat(fd), os.fstat(self._fd)):
+            os.close(fd)
+            raise UnsafeFileError(errno.ESTALE, f"journal {self.journal_path} was replaced "
+                                  f"while open; {_HINT}", self.journal_path)  # fmt: skip
+        return os.fdopen(fd, "rb")
+
     def close(self) -> None:
         """Close the journal and release the lock."""
         if self._fd is not None:
@@ -174,26 +200,38 @@ class DurableState:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def load(self, store: Store) -> bool:
-        """Fill ``store`` from the snapshot, if there is one; refuses unknown formats."""
+        """Fill ``store`` from the snapshot, if there is one; refuses unknown formats.
+
+        Whatever the file holds, the outcome is a filled store, False (no snapshot), or a
+        StateError naming the file and what to do: a damaged snapshot must stop the daemon
+        with a way out, never with a traceback from deep inside the store.
+        """
         try:
             with open(self.path, "rb") as f:
                 data = json.load(f)
         except FileNotFoundError:
             return False
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurd nesting
             raise StateError(errno.EINVAL, f"state snapshot {self.path} is unreadable ({e}); "
                              "move it aside to start empty", self.path) from e  # fmt: skip
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
             raise StateError(errno.EINVAL, f"{self.path} is not a biometrics exporter state "
                              "file; point --state elsewhere", self.path)  # fmt: skip
-        if data.get("version") != STATE_VERSION:
+        if data.get("version") not in range(1, STATE_VERSION + 1):  # every older one is read
             raise StateError(errno.EINVAL, f"{self.path} has state version "
-                             f"{data.get('version')}; this biometrics reads {STATE_VERSION}: "
-                             "run the biometrics that wrote it, or move it aside to start empty",
-                             self.path)  # fmt: skip
-        store.load_json(data)
+                             f"{data.get('version')!r:.40}; this biometrics reads 1 to "
+                             f"{STATE_VERSION}: run the biometrics that wrote it, or move it "
+                             "aside to start empty", self.path)  # fmt: skip
+        try:
+            store.load_json(data)
+        except ValueError as e:
+            raise StateError(errno.EINVAL, f"state snapshot {self.path} is damaged ({e}); "
+                             "move it aside to start empty", self.path) from e  # fmt: skip
         return True
 
     def replay(self) -> Iterator[tuple[str, bytes]]:
@@ -203,7 +241,7 @@ class DurableState:
         left alone, and only logged.
         """
         try:
-            f = open(self.journal_path, "rb")  # noqa: SIM115
+            f = self._read_journal() if self._fd is not None else self._peek_journal()
         except FileNotFoundError:
             return
         with f:
@@ -212,6 +250,17 @@ class DurableState:
             yield from _walk(f, end, walk, read=True)
         if walk.stopped is not None:
             self._log_cut(walk, end, "journal tail not replayed")
+
+    def _peek_journal(self) -> BinaryIO:
+        """The journal of a state not opened (nothing locked or created), read-only."""
+        directory = self._directory or "."
+        dir_fd = open_dir(directory, create=False, hint=_HINT)
+        try:
+            fd = open_file_at(dir_fd, self._name + ".journal", os.O_RDONLY, self.journal_path,
+                              _HINT)  # fmt: skip
+        finally:
+            os.close(dir_fd)
+        return os.fdopen(fd, "rb")
 
     def append(self, name: str, source: BinaryIO, size: int) -> None:
         """Copy ``size`` bytes of a segment into the journal (not yet synced; see :meth:`sync`).
@@ -274,17 +323,22 @@ class DurableState:
         fd = self._require()
         with store.lock:
             payload = json.dumps(store.to_json(), separators=(",", ":")).encode()
-        tmp = f"{self.path}.tmp.{os.getpid()}"
+        dir_fd = self._dir_fd
+        assert dir_fd is not None
+        tmp = f"{self._name}.tmp.{os.getpid()}"
         try:
-            with open(tmp, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            _fsync_dir(os.path.dirname(self.path))
+            out = self._create_temp(dir_fd, tmp)
+            try:
+                _write_all(out, payload)
+                os.fsync(out)
+            finally:
+                os.close(out)
+            # rename() replaces the entry itself, never what a link there points to.
+            os.replace(tmp, self._name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)
         except OSError as e:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=dir_fd)
             raise StateError(e.errno, f"cannot write state snapshot {self.path}: {e.strerror}; "
                              "segments stay in the journal", self.path) from e  # fmt: skip
         try:
@@ -298,6 +352,20 @@ class DurableState:
             raise StateError(e.errno, f"cannot empty journal {self.journal_path}: {e.strerror}",
                              self.journal_path) from e  # fmt: skip
         return len(payload)
+
+    def _create_temp(self, dir_fd: int, name: str) -> int:
+        """A new snapshot temporary (``O_EXCL``, never through a link).
+
+        A file already there is a leftover of a daemon that died with our pid, or was planted:
+        either way the name (never what it points to) is removed, once, and created afresh.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        path = os.path.join(self._directory, name)
+        try:
+            return open_file_at(dir_fd, name, flags, path, _HINT, mode=0o644)
+        except FileExistsError:
+            os.unlink(name, dir_fd=dir_fd)
+        return open_file_at(dir_fd, name, flags, path, _HINT, mode=0o644)
 
     def _cut(self, fd: int, offset: int) -> None:
         """Drop everything from ``offset`` on; if that fails, remember to retry before writing."""

@@ -12,15 +12,17 @@ newer than the source's last one, which makes re-ingesting any segment a no-op.
 A forgotten source (``--forget-after``) takes its gauges away; its cumulative contribution is
 folded into ``retired`` while some live source still feeds the series (so rates stay right),
 and the series disappears with its last live source.
+
+The record layout (one object per series) is :mod:`biometrics.exporter.series`'s.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 from ..moments import MomentsReading
+from .series import Part, Series, as_list, as_number, total
 
 __all__ = [
     "GAUGE_MODES",
@@ -29,6 +31,7 @@ __all__ = [
     "HistogramSeries",
     "HistogramValue",
     "MomentsSeries",
+    "Part",
     "Series",
 ]
 
@@ -37,60 +40,7 @@ GAUGE_MODES = ("sum", "min", "max", "latest", "all")
 HistogramValue = tuple[dict[float, float], float, float]
 """(per-bucket counts keyed by finite upper bound, non-cumulative; sum; count)."""
 
-
-def total(values: Iterable[float]) -> float:
-    """The exact sum where it exists; ``inf``/``nan`` (never an exception) where it does not.
-
-    ``math.fsum`` raises on an overflowing partial sum and on ``inf + -inf``; a merged value
-    must never crash the daemon or make its snapshot unloadable.
-    """
-    items = list(values)
-    try:
-        return math.fsum(items)
-    except (OverflowError, ValueError):
-        return sum(items, 0.0)
-
-
-class Series:
-    """One merged series: per-source contributions plus the merged value."""
-
-    __slots__ = ("contrib", "ts")
-    kind: ClassVar[str] = ""
-
-    def __init__(self) -> None:
-        self.contrib: dict[str, Any] = {}
-        self.ts = 0
-
-    def update(self, source: str, value: Any, ts: int) -> bool:  # pragma: no cover - abstract
-        """Fold a reading; False (and no change) if it is not newer than the source's last."""
-        raise NotImplementedError
-
-    def forget(self, source: str) -> bool:
-        """Drop a source; True when no live source is left and the series should disappear."""
-        c = self.contrib.pop(source, None)
-        if len(self.contrib) - ("" in self.contrib) == 0:
-            return True
-        if c is not None:
-            self._retire(c)
-        self._exact()
-        return False
-
-    def _retire(self, contribution: list[Any]) -> None:
-        """Keep a forgotten source's cumulative part under the pseudo-source ``""``."""
-
-    def _exact(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def to_json(self) -> Any:  # pragma: no cover - abstract
-        """The state, as JSON-ready lists and numbers."""
-        raise NotImplementedError
-
-    def load_json(self, data: Any) -> None:  # pragma: no cover - abstract
-        """Restore what :meth:`to_json` gave."""
-        raise NotImplementedError
-
-    def _newest(self) -> int:
-        return max((c[-1] for c in self.contrib.values()), default=0)
+_MAX_COUNT = 2**53
 
 
 class CounterSeries(Series):
@@ -99,42 +49,44 @@ class CounterSeries(Series):
     __slots__ = ("total",)
     kind = "counter"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, labels: str = "") -> None:
+        super().__init__(labels)
         self.total = 0.0
 
     def update(self, source: str, value: Any, ts: int) -> bool:
-        c = self.contrib.get(source)
+        c = self._get(source)
         if c is None:
-            self.contrib[source] = [0.0, value, ts]
-            self.total += value
-        elif ts <= c[2]:
-            return False
+            self._set(source, 0.0, value, ts)
+            self.total = value if self.more is None else self.total + value
         else:
-            if value < c[1]:
-                c[0] += c[1]
-                self.total += value
+            base, last, t = c
+            if ts <= t:
+                return False
+            restarted = value < last
+            if restarted:
+                base += last
+            self._set(source, base, value, ts)
+            if self.more is None:  # one source: its own sum, sharing its float when it can
+                self.total = base + value if base else value
             else:
-                self.total += value - c[1]
-            c[1], c[2] = value, ts
-            if not math.isfinite(self.total):
-                self._exact()
+                self.total += value if restarted else value - last
+        if not math.isfinite(self.total):
+            self._exact()
         self.ts = max(self.ts, ts)
         return True
 
-    def _retire(self, contribution: list[Any]) -> None:
-        self.contrib.setdefault("", [0.0, 0.0, 0])[0] += contribution[0] + contribution[1]
+    def _retire(self, contribution: tuple[Any, Any, int]) -> None:
+        retired = self._get("")
+        base = (0.0 if retired is None else retired[0]) + contribution[0] + contribution[1]
+        self._set("", base, 0.0, 0)
 
     def _exact(self) -> None:
-        self.total = total(c[0] + c[1] for c in self.contrib.values())
+        if self.more is None:  # one source: no float made, none shared lost
+            a, b = self.a, self.b
+            self.total = a + b if a else b
+        else:
+            self.total = total(a + b for _, a, b, _ in self.parts())
         self.ts = self._newest()
-
-    def to_json(self) -> Any:
-        return self.contrib
-
-    def load_json(self, data: Any) -> None:
-        self.contrib = {k: [float(v[0]), float(v[1]), int(v[2])] for k, v in data.items()}
-        self._exact()
 
 
 class GaugeSeries(Series):
@@ -145,20 +97,20 @@ class GaugeSeries(Series):
 
     __slots__ = ("mode", "value")
     kind = "gauge"
+    fields = ("value", "unused")
 
-    def __init__(self, mode: str = "latest") -> None:
-        super().__init__()
+    def __init__(self, mode: str = "latest", labels: str = "") -> None:
+        super().__init__(labels)
         self.mode = mode
         self.value = math.nan
 
     def update(self, source: str, value: Any, ts: int) -> bool:
-        c = self.contrib.get(source)
-        if c is not None and ts <= c[1]:
+        c = self._get(source)
+        if c is not None and ts <= c[2]:
             return False
-        old = math.nan if c is None else c[0]
-        self.contrib[source] = [value, ts]
+        self._set(source, value, None, ts)
         mode = self.mode
-        prev = 0.0 if c is None else old
+        prev = 0.0 if c is None else c[0]
         if mode == "sum" and math.isfinite(self.value) and math.isfinite(prev + value):
             self.value += value - prev
             self.ts = max(self.ts, ts)
@@ -171,23 +123,24 @@ class GaugeSeries(Series):
         return True
 
     def _exact(self) -> None:
-        entries = self.contrib.values()
+        if self.more is None:  # one source: its value, whatever the mode
+            self.value, self.ts = self.a, self.t
+            return
+        parts = self.parts()
         self.ts = self._newest()
         if self.mode == "sum":
-            self.value = total(c[0] for c in entries)
+            self.value = total(p[1] for p in parts)
         elif self.mode == "min":
-            self.value = min(c[0] for c in entries)
+            self.value = min(p[1] for p in parts)
         elif self.mode == "max":
-            self.value = max(c[0] for c in entries)
+            self.value = max(p[1] for p in parts)
         else:
-            self.value = max(entries, key=lambda c: c[1])[0]
+            self.value = max(parts, key=lambda p: p[3])[1]
 
-    def to_json(self) -> Any:
-        return self.contrib
-
-    def load_json(self, data: Any) -> None:
-        self.contrib = {k: list(v) for k, v in data.items()}
-        self._exact()
+    def _decode_b(self, v: Any, what: str) -> Any:
+        if v is not None:
+            raise ValueError(f"{what}: expected null, got {v!r:.40}")
+        return None
 
 
 def _add_into(target: dict[float, float], buckets: dict[float, float], sign: float) -> None:
@@ -199,14 +152,18 @@ def _add_into(target: dict[float, float], buckets: dict[float, float], sign: flo
             target.pop(le, None)
 
 
+_NO_COUNTS: HistogramValue = ({}, 0.0, 0.0)
+"""An empty histogram, shared: never mutated (merges copy before adding)."""
+
+
 class HistogramSeries(Series):
     """Bucket-wise sum over sources; each source's buckets may differ (they are unioned)."""
 
     __slots__ = ("buckets", "count", "sum")
     kind = "histogram"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, labels: str = "") -> None:
+        super().__init__(labels)
         self.buckets: dict[float, float] = {}
         self.sum = 0.0
         self.count = 0.0
@@ -217,40 +174,42 @@ class HistogramSeries(Series):
         self.count += sign * value[2]
 
     def update(self, source: str, value: Any, ts: int) -> bool:
-        c = self.contrib.get(source)
+        c = self._get(source)
         if c is None:
-            self.contrib[source] = [({}, 0.0, 0.0), value, ts]
-        elif ts <= c[2]:
-            return False
+            self._set(source, _NO_COUNTS, value, ts)
         else:
-            last: HistogramValue = c[1]
+            base, last, t = c
+            if ts <= t:
+                return False
             if value[2] < last[2]:
-                base = c[0]
                 merged = dict(base[0])
                 _add_into(merged, last[0], 1.0)
-                c[0] = (merged, base[1] + last[1], base[2] + last[2])
+                base = (merged, base[1] + last[1], base[2] + last[2])
             else:
                 self._add(last, -1.0)
-            c[1], c[2] = value, ts
+            self._set(source, base, value, ts)
         self._add(value, 1.0)
         self.ts = max(self.ts, ts)
         if not math.isfinite(self.sum + self.count):
             self._exact()
         return True
 
-    def _retire(self, contribution: list[Any]) -> None:
-        retired = self.contrib.setdefault("", [({}, 0.0, 0.0), ({}, 0.0, 0.0), 0])
+    def _retire(self, contribution: tuple[Any, Any, int]) -> None:
+        retired = self._get("")
+        base = _NO_COUNTS if retired is None else retired[0]
+        buckets, s, n = dict(base[0]), base[1], base[2]
         for part in contribution[:2]:
-            buckets = dict(retired[0][0])
             _add_into(buckets, part[0], 1.0)
-            retired[0] = (buckets, retired[0][1] + part[1], retired[0][2] + part[2])
+            s, n = s + part[1], n + part[2]
+        self._set("", (buckets, s, n), _NO_COUNTS, 0)
 
     def _exact(self) -> None:
         self.buckets, self.count = {}, 0.0
-        for base, last, _ in self.contrib.values():
+        parts = self.parts()
+        for _, base, last, _ in parts:
             self._add((base[0], 0.0, base[2]), 1.0)
             self._add((last[0], 0.0, last[2]), 1.0)
-        self.sum = total(p[1] for c in self.contrib.values() for p in c[:2])
+        self.sum = total(v[1] for p in parts for v in p[1:3])
         self.ts = self._newest()
 
     def cumulative(self) -> list[tuple[float, float]]:
@@ -261,18 +220,21 @@ class HistogramSeries(Series):
             out.append((le, running))
         return out
 
-    def to_json(self) -> Any:
-        def value(v: HistogramValue) -> list[Any]:
-            return [list(v[0].items()), v[1], v[2]]
+    def _encode(self, v: HistogramValue) -> Any:
+        return [[[le, n] for le, n in v[0].items()], v[1], v[2]]
 
-        return {k: [value(c[0]), value(c[1]), c[2]] for k, c in self.contrib.items()}
-
-    def load_json(self, data: Any) -> None:
-        def value(v: list[Any]) -> HistogramValue:
-            return ({float(le): float(n) for le, n in v[0]}, float(v[1]), float(v[2]))
-
-        self.contrib = {k: [value(c[0]), value(c[1]), int(c[2])] for k, c in data.items()}
-        self._exact()
+    def _decode(self, v: Any, what: str) -> HistogramValue:
+        raw, s, n = as_list(v, what, 3)
+        if type(raw) is not list:
+            raise ValueError(f"{what}: buckets: expected a list of [le, count]")
+        buckets: dict[float, float] = {}
+        for pair in raw:  # bounded by the list
+            le, count = as_list(pair, f"{what}: bucket", 2)
+            le = as_number(le, f"{what}: bucket le")
+            if not math.isfinite(le) or le in buckets:
+                raise ValueError(f"{what}: bucket le {le!r} is not finite, or repeated")
+            buckets[le] = as_number(count, f"{what}: bucket {le!r}")
+        return buckets, as_number(s, f"{what}: sum"), as_number(n, f"{what}: count")
 
 
 _EMPTY = MomentsReading()
@@ -289,50 +251,51 @@ class MomentsSeries(Series):
     __slots__ = ("stale", "value")
     kind = "moments"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, labels: str = "") -> None:
+        super().__init__(labels)
         self.value = _EMPTY
         self.stale = 0
 
     def update(self, source: str, value: Any, ts: int) -> bool:
-        c = self.contrib.get(source)
+        c = self._get(source)
         if c is None:
-            self.contrib[source] = [_EMPTY, value, ts]
+            self._set(source, _EMPTY, value, ts)
             self.value = self.value + value
-        elif ts <= c[2]:
-            return False
         else:
-            if value.n < c[1].n:
-                c[0] = c[0] + c[1]
+            base, last, t = c
+            if ts <= t:
+                return False
+            if value.n < last.n:
+                base = base + last
                 self.value = self.value + value
             else:
-                self.value = self.value - c[1] + value
-            c[1], c[2] = value, ts
+                self.value = self.value - last + value
+            self._set(source, base, value, ts)
         self.ts = max(self.ts, ts)
         self.stale += 1
-        if self.stale > len(self.contrib):
+        if self.stale > self.sources():
             self._exact()
         return True
 
-    def _retire(self, contribution: list[Any]) -> None:
-        retired = self.contrib.setdefault("", [_EMPTY, _EMPTY, 0])
-        retired[0] = retired[0] + contribution[0] + contribution[1]
+    def _retire(self, contribution: tuple[Any, Any, int]) -> None:
+        retired = self._get("")
+        base = _EMPTY if retired is None else retired[0]
+        self._set("", base + contribution[0] + contribution[1], _EMPTY, 0)
 
     def _exact(self) -> None:
-        total = _EMPTY
-        for base, last, _ in self.contrib.values():
-            total = total + base + last
-        self.value, self.stale, self.ts = total, 0, self._newest()
+        merged = _EMPTY
+        for _, base, last, _ in self.parts():
+            merged = merged + base + last
+        self.value, self.stale, self.ts = merged, 0, self._newest()
 
-    def to_json(self) -> Any:
-        def value(r: MomentsReading) -> list[float]:
-            return [r.n, r.m1, r.m2, r.m3, r.m4]
+    def _encode(self, r: MomentsReading) -> Any:
+        return [r.n, r.m1, r.m2, r.m3, r.m4]
 
-        return {k: [value(c[0]), value(c[1]), c[2]] for k, c in self.contrib.items()}
-
-    def load_json(self, data: Any) -> None:
-        def value(v: list[float]) -> MomentsReading:
-            return MomentsReading(int(v[0]), *map(float, v[1:]))
-
-        self.contrib = {k: [value(c[0]), value(c[1]), int(c[2])] for k, c in data.items()}
-        self._exact()
+    def _decode(self, v: Any, what: str) -> MomentsReading:
+        n, *sums = as_list(v, what, 5)
+        if type(n) is not int or not 0 <= n <= _MAX_COUNT:
+            raise ValueError(f"{what}: count {n!r:.40} is not a whole number in [0, 2**53]")
+        m1, m2, m3, m4 = (as_number(x, f"{what}: m{i}") for i, x in enumerate(sums, 1))
+        if n == 0:
+            return _EMPTY
+        return MomentsReading(n, m1, m2, m3, m4)

@@ -91,7 +91,8 @@ def _moments(parts: dict[str, float]) -> MomentsReading | str:
         variance = parts.get("_variance", math.nan)
         m2 = variance * (n - 1) if n >= 2 and math.isfinite(variance) else 0.0
         skew, kurt = parts.get("_skewness", math.nan), parts.get("_kurtosis", math.nan)
-        m3 = skew * m2**1.5 / math.sqrt(n) if m2 > 0 and math.isfinite(skew) else 0.0
+        root = math.sqrt(m2) if m2 > 0 else 0.0  # root**3, not m2**1.5, which can raise
+        m3 = skew * root * root * root / math.sqrt(n) if m2 > 0 and math.isfinite(skew) else 0.0
         m4 = kurt * m2 * m2 / n if m2 > 0 and math.isfinite(kurt) else 0.0
     if not (math.isfinite(m2) and math.isfinite(m3) and math.isfinite(m4)) or m2 < 0:
         return f"moments sums ({m2!r}, {m3!r}, {m4!r}) are not finite"

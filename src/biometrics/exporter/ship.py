@@ -23,17 +23,37 @@ from .._labels import LabelPairs, check_label_name
 from ..errors import InvalidValueError, SegmentError
 from ..prometheus import Parse, Reader, Sample, Watcher
 from ._logging import log
+from ._preflight import check_directory, check_state_files
 from ._progress import Progress
 from ._selfmetrics import SensorSet
 from ._spool import SkipList, in_spool, lock_state, move, quarantine
 from .remote_write import Answer, Encoder, RemoteWriteClient, RemoteWriteOptions, group
 from .segments import source_of
 
-__all__ = ["ShipMetrics", "ShipOptions", "Shipper"]
+__all__ = ["ShipMetrics", "ShipOptions", "Shipper", "blocked_fix"]
 
 _UNAVAILABLE = frozenset({502, 503, 504})
-# About the URL or the credentials, not the data: quarantining would empty the spool.
-_ENDPOINT = frozenset({401, 403, 404, 405, 407})
+# About the URL or the credentials, not the data: quarantining would empty the spool, and
+# remote write 1.0 says not to retry them as they are.  Each maps to what the operator fixes.
+_ENDPOINT = {
+    401: "the receiver refuses our credentials: check --bearer-token-file or "
+    "--basic-auth-user/--basic-auth-password-file",
+    403: "the credentials are valid but may not write: grant them write permission on the "
+    "receiver (tenant, role or policy)",
+    404: "nothing is at this URL: check the path in the URL (Prometheus: /api/v1/write with "
+    "--web.enable-remote-write-receiver; Mimir, Cortex: /api/v1/push)",
+    405: "the URL does not take POST requests: check the path in the URL (Prometheus: "
+    "/api/v1/write; Mimir, Cortex: /api/v1/push)",
+    407: "a proxy on the way wants credentials: check HTTPS_PROXY/HTTP_PROXY (user:password@)",
+}
+_REDIRECT_FIX = "the URL redirects (not followed for a POST): put the final URL in the options"
+
+
+def blocked_fix(status: int) -> str:
+    """What the operator must fix when the remote answers ``status`` (401, 404, a 3xx...)."""
+    return _ENDPOINT.get(status, _REDIRECT_FIX)
+
+
 _LABEL_CACHE = 100_000
 _LOG_EVERY = 10
 
@@ -65,6 +85,9 @@ class ShipOptions:
     """Longest ``Retry-After`` honoured; a longer one is cut to this."""
     poll_interval: float = 0.1
     max_open_segments: int = 256
+    blocked_backoff: float = 300.0
+    """Wait between tries while the remote refuses the URL or the credentials (401, 403, 404,
+    405, 407, 3xx): they will not change until someone fixes them, so no tight loop."""
 
     def __post_init__(self) -> None:
         if self.source_label is not None:
@@ -76,6 +99,8 @@ class ShipOptions:
         for name in ("max_samples_per_request", "max_open_segments"):
             if getattr(self, name) < 1:
                 raise InvalidValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.blocked_backoff > 0:
+            raise InvalidValueError(f"blocked_backoff must be > 0, got {self.blocked_backoff!r}")
         if self.max_retries < 0 or not 0 < self.min_backoff <= self.max_backoff:
             raise InvalidValueError(
                 "max_retries must be >= 0 and 0 < min_backoff <= max_backoff, got "
@@ -113,6 +138,10 @@ class ShipMetrics(SensorSet):
         self.last_success = gauge("last_success_timestamp_seconds", "Last acknowledgement.")
         self.backlog = gauge("backlog_segments", "Segments waiting in the spool.")
         self.backlog_bytes = gauge("backlog_bytes", "Bytes of segments waiting in the spool.")
+        self.blocked = gauge("blocked", "1 while the remote refuses the URL or the credentials.")
+        self.blocked_status = gauge(
+            "blocked_status", "The HTTP status that blocks shipping (401, 403, 404...); 0 if none."
+        )
         self.request_seconds = self.histogram("request_duration_seconds", "Time per request.")
 
 
@@ -141,14 +170,19 @@ class _Segment:
 
 
 def _verdict(answer: Answer, counted: int, max_retries: int) -> str:
-    """``ok``, ``reject`` (for good), ``count`` (retry, counted) or ``wait`` (retry, uncounted)."""
+    """What to do with an answer: ``ok``, ``reject``, ``count``, ``wait`` or ``blocked``.
+
+    ``reject`` is for good (quarantine), ``count`` a retry counted against ``max_retries``,
+    ``wait`` an uncounted retry, ``blocked`` a retry after ``blocked_backoff``: someone must
+    fix the URL or the credentials first.
+    """
     status = answer.status
-    if status is None or status in _UNAVAILABLE or status in _ENDPOINT or status == 429:
+    if status is None or status in _UNAVAILABLE or status == 429:
         return "wait"
     if 200 <= status < 300:
         return "ok"
-    if 300 <= status < 400:  # a misconfigured URL: nothing wrong with the data
-        return "wait"
+    if status in _ENDPOINT or 300 <= status < 400:  # nothing wrong with the data
+        return "blocked"
     if status >= 500:
         return "count" if counted < max_retries else "reject"
     return "reject"
@@ -170,10 +204,27 @@ class Shipper:
         self._parts: dict[_Segment, Part] = {}
         self._count = 0
         self._lock_fd: int | None = None
+        self._deadline: float | None = None
+        self.blocked: int | None = None
+        """The HTTP status the remote blocks us with (401, 404...), None when not blocked."""
+        self.last_failure: str | None = None
+        """The last answer that was not an acknowledgement, for messages; None after one."""
 
     def open(self) -> None:
-        """Lock the progress file (one shipper per spool) and load it."""
-        os.makedirs(self.options.spool, exist_ok=True)
+        """Check the spool and the state, lock the progress file and load it.
+
+        Raises :class:`~biometrics.exporter._preflight.SpoolError` for a missing or unusable
+        spool (it is never created: a mistyped one would be watched forever) and
+        :class:`~biometrics.errors.StateError` for the progress file or its lock.  (A token,
+        password or CA file that cannot be used was refused by the constructor already.)
+        """
+        opts = self.options
+        check_directory(opts.spool, "spool", missing="check the path, or create it if the "
+                        "emitters have not yet")  # fmt: skip
+        for option, path in (("--archive", opts.archive), ("--quarantine", opts.quarantine_path)):
+            if path is not None and os.path.lexists(path):
+                check_directory(path, option)
+        check_state_files([opts.state_path, opts.state_path + ".lock"])
         self._lock_fd = lock_state(self.options.state_path + ".lock",
                                    f"spool {self.options.spool} (shipping)",
                                    "give this one its own --state")  # fmt: skip
@@ -206,9 +257,16 @@ class Shipper:
 
     # -- one pass -------------------------------------------------------------------------
 
-    def ship_pass(self, stop: threading.Event | None = None) -> bool:
-        """Ship every finished segment there now; False if ``stop`` cut the pass short."""
+    def ship_pass(
+        self, stop: threading.Event | None = None, *, deadline: float | None = None
+    ) -> bool:
+        """Ship every finished segment there now; False if ``stop`` cut the pass short.
+
+        ``deadline`` (a ``time.monotonic()`` value) also cuts it short: waits and requests
+        are shortened to end by then, so ``ship --once`` cannot hang on an absent remote.
+        """
         stop = stop or threading.Event()
+        self._deadline = deadline
         try:
             candidates = self.watcher.candidates()
         except SegmentError as e:
@@ -246,6 +304,11 @@ class Shipper:
             self._measure_backlog()
 
     def _claim(self, path: str) -> _Segment | None:
+        for stray, kind in self.watcher.strays():  # once each, until it changes
+            self.metrics.failures.click()
+            log(logging.WARNING, "not a regular file; ignored, never opened or followed",
+                path=stray, kind=kind, fix="remove it: segments are regular files only (a "
+                "process that can write the spool may have planted it)")  # fmt: skip
         named = source_of(os.path.basename(path))
         try:
             reader = self.watcher.claim(path)
@@ -255,9 +318,9 @@ class Shipper:
         if reader is None:
             return None
         if named is None:
-            reader.close()
-            self._quarantine_path(path, "file name has no <epoch_ms> before .prom; cannot "
-                                  "tell its samples' time", [])  # fmt: skip
+            with reader:
+                self._quarantine_path(path, "file name has no <epoch_ms> before .prom; cannot "
+                                      "tell its samples' time", [], reader.fileno())  # fmt: skip
             return None
         segment = _Segment(reader, path, named[0], named[1])
         segment.acked = self._progress.acked(segment.name, segment.key)
@@ -345,9 +408,9 @@ class Shipper:
         body = self._encoder.encode(series)
         metrics.duplicates.count(dropped)
         attempt = counted = 0
-        while True:
+        while True:  # bounded by stop and the deadline; every failed try waits first
             started = time.perf_counter()
-            answer = self._client.send(body)
+            answer = self._client.send(body, timeout=self._time_left())
             metrics.requests.click()
             metrics.request_seconds.observe(time.perf_counter() - started)
             verdict = _verdict(answer, counted, opts.max_retries)
@@ -356,20 +419,48 @@ class Shipper:
                 return None
             if verdict == "reject":
                 return answer
+            status = "no answer" if answer.status is None else f"HTTP {answer.status}"
+            self.last_failure = f"{status}: {answer.message[:200] or '(no message)'}"
             counted += verdict == "count"
-            delay = min(opts.max_backoff, opts.min_backoff * 2 ** min(attempt, 30))
-            delay = random.uniform(delay / 2, delay)
-            if answer.status == 429 and answer.retry_after is not None:
-                delay = min(answer.retry_after, opts.max_retry_after)
-            level = logging.WARNING if attempt % _LOG_EVERY == 0 else logging.DEBUG
-            log(level, "remote write failed; retrying", url=opts.remote.url,
-                status=answer.status or "-", answer=answer.message[:200], attempt=attempt + 1,
-                retry_in=f"{delay:.2f}s", samples=samples)  # fmt: skip
+            if verdict == "blocked":
+                delay = opts.blocked_backoff
+                self._block(answer, delay)
+            else:
+                delay = min(opts.max_backoff, opts.min_backoff * 2 ** min(attempt, 30))
+                delay = random.uniform(delay / 2, delay)
+                if answer.status == 429 and answer.retry_after is not None:
+                    delay = min(answer.retry_after, opts.max_retry_after)
+                level = logging.WARNING if attempt % _LOG_EVERY == 0 else logging.DEBUG
+                log(level, "remote write failed; retrying", url=opts.remote.url,
+                    status=answer.status or "-", answer=answer.message[:200],
+                    attempt=attempt + 1, retry_in=f"{delay:.2f}s", samples=samples)  # fmt: skip
             attempt += 1
             metrics.retries.click()
             metrics.retried.count(samples)
+            left = self._time_left()
+            if left is not None and left < delay:
+                stop.wait(left)
+                raise _StoppedError
             if stop.wait(delay):
                 raise _StoppedError
+
+    def _time_left(self) -> float | None:
+        """Seconds until the pass's deadline (at least a little, for one last request)."""
+        if self._deadline is None:
+            return None
+        return max(0.001, self._deadline - time.monotonic())
+
+    def _block(self, answer: Answer, delay: float) -> None:
+        """Enter (or stay in) the blocked state: gauges up, one log line saying what to fix."""
+        status = answer.status or 0
+        fix = blocked_fix(status)
+        self.metrics.blocked.set(1)
+        self.metrics.blocked_status.set(status)
+        self.blocked = status
+        log(logging.ERROR, "remote write blocked: the receiver refuses the URL or the "
+            "credentials; segments stay in the spool", url=self.options.remote.url,
+            status=status, answer=answer.message[:200], fix=fix,
+            retry_in=f"{delay:g}s")  # fmt: skip
 
     def _acknowledged(
         self, parts: dict[_Segment, Part], samples: int, size: int, attempt: int
@@ -380,6 +471,13 @@ class Shipper:
         metrics.last_success.set(time.time())
         if attempt:
             log(logging.INFO, "remote write recovered", attempts=attempt + 1)
+        self.last_failure = None
+        if self.blocked is not None:
+            log(logging.INFO, "remote write unblocked", url=self.options.remote.url,
+                was=self.blocked)  # fmt: skip
+            self.blocked = None
+            metrics.blocked.set(0)
+            metrics.blocked_status.set(0)
         for segment in parts:
             segment.acked = segment.last
             self._progress.entries[segment.name] = [*segment.key, segment.last]
@@ -422,33 +520,40 @@ class Shipper:
             self._progress.dirty = True
         if segment.rejected is not None:
             reason = f"the remote rejected its samples: {segment.rejected}"
-            self._quarantine_path(segment.path, reason, problems)
+            self._quarantine_path(segment.path, reason, problems, segment.reader.fileno())
             return
         if segment.parse.malformed:
             reason = (
                 f"{len(segment.parse.malformed)} malformed line(s); the other lines were delivered"
             )
-            self._quarantine_path(segment.path, reason, problems)
+            self._quarantine_path(segment.path, reason, problems, segment.reader.fileno())
             return
         try:
             if self.options.archive is not None:
-                move(segment.path, self.options.archive)
+                move(segment.path, self.options.archive, fd=segment.reader.fileno(),
+                     hint="remove it, or point --archive at a real directory")  # fmt: skip
             else:
                 os.unlink(segment.path)
-        except OSError as e:
+        except OSError as e:  # a refused archive (a link, not ours) included: never followed
             self._skip(segment.path, "cannot remove shipped segment (it will be sent again)", e)
             return
         self.metrics.segments.click()
         log(logging.DEBUG, "segment shipped", path=segment.path)
 
-    def _quarantine_path(self, path: str, reason: str, problems: Sequence[object]) -> None:
+    def _quarantine_path(
+        self, path: str, reason: str, problems: Sequence[object], fd: int | None = None
+    ) -> None:
         try:
-            target = quarantine(path, self.options.quarantine_path, reason, problems)
-        except OSError as e:
-            self._skip(path, "cannot quarantine segment", e)
+            done = quarantine(path, self.options.quarantine_path, reason, problems, fd=fd)
+        except OSError as e:  # a refused quarantine (a link, not ours) included: never followed
+            self._skip(path, "cannot quarantine segment; it stays in the spool", e)
             return
         self.metrics.quarantined.click()
-        log(logging.WARNING, "segment quarantined", path=path, moved_to=target, reason=reason)
+        log(logging.WARNING, "segment quarantined", path=path, moved_to=done.target,
+            sidecar=done.sidecar or "-", reason=reason)  # fmt: skip
+        if done.sidecar_problem is not None:
+            log(logging.WARNING, "quarantine sidecar not at its usual name", path=done.target,
+                problem=done.sidecar_problem)  # fmt: skip
 
     def _skip(self, path: str, what: str, error: OSError) -> None:
         self.metrics.failures.click()

@@ -1,47 +1,42 @@
 """The exporter's in-memory state: every source's readings, merged per series, rendered on demand.
 
-Writers (the ingest loop) and readers (scrapes) share one lock.  A scrape re-renders only the
-series that changed since the previous scrape, so its cost follows the number of series, never
-the number of sources (see docs/ARCHITECTURE.md, "Aggregation rules").
+Writers (the ingest loop) and readers (scrapes) share one lock, which neither holds for long:
+ingest takes it per chunk of readings, a scrape per chunk of series (see :mod:`.render`).  A
+scrape re-renders only the series that changed since the previous scrape, so its cost follows
+the number of series, never the number of sources (see docs/ARCHITECTURE.md, "Aggregation
+rules").  Two bounds keep memory in hand: ``max_series`` source-series in all, and
+``max_series_per_source`` for each source, so one runaway process cannot take every other
+source's room (docs/ARCHITECTURE.md, "Bounds").
 """
 
 from __future__ import annotations
 
 import fnmatch
+import gc
+import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .._labels import LabelPairs
 from ..prometheus import Metadata, Parse
-from ..prometheus._text import (
-    Family,
-    Sample,
-    format_count,
-    format_value,
-    histogram_samples,
-    moments_values,
-    render_labels,
-    render_page,
-)
-from .merge import (
-    GAUGE_MODES,
-    CounterSeries,
-    GaugeSeries,
-    HistogramSeries,
-    MomentsSeries,
-    Series,
-)
+from . import snapshot
+from .bounds import DropLog
+from .merge import GAUGE_MODES, Series
+from .render import DEAD, FamilyTable, label_text, render_families
 from .segments import Reading, readings
+from .snapshot import STATE_FORMAT, STATE_VERSION, STATE_VERSIONS
 
-__all__ = ["MergeRules", "Store"]
+__all__ = [
+    "STATE_FORMAT",
+    "STATE_VERSION",
+    "STATE_VERSIONS",
+    "MergeRules",
+    "Store",
+]
 
 SOURCE_LABEL = "source"
-STATE_FORMAT = "biometrics-exporter-state"
-STATE_VERSION = 1
-
-Key = tuple[str, LabelPairs]
 
 
 @dataclass(frozen=True)
@@ -73,26 +68,6 @@ class MergeRules:
 
 
 _CHUNK = 8192
-_KINDS: dict[str, type[Series]] = {
-    "counter": CounterSeries,
-    "gauge": GaugeSeries,
-    "histogram": HistogramSeries,
-    "moments": MomentsSeries,
-}
-
-
-class _Family:
-    __slots__ = ("kind", "mode", "rendered", "series")
-
-    def __init__(self, kind: str, mode: str) -> None:
-        self.kind = kind
-        self.mode = mode
-        self.series: dict[LabelPairs, Series] = {}
-        self.rendered: dict[LabelPairs, list[tuple[str, Sample, int]]] = {}
-
-
-def _new_series(kind: str, mode: str) -> Series:
-    return GaugeSeries(mode) if kind == "gauge" else _KINDS[kind]()
 
 
 def _with_source(labels: LabelPairs, source: str) -> LabelPairs:
@@ -102,13 +77,25 @@ def _with_source(labels: LabelPairs, source: str) -> LabelPairs:
 
 
 class Store:
-    """Merged series from every source, bounded by ``max_series`` source-series entries."""
+    """Merged series from every source, bounded in source-series entries (all, and per source).
 
-    def __init__(self, rules: MergeRules | None = None, *, max_series: int = 1_000_000) -> None:
+    ``max_series_per_source`` None: a source may take the whole ``max_series``.
+    """
+
+    def __init__(
+        self,
+        rules: MergeRules | None = None,
+        *,
+        max_series: int = 1_000_000,
+        max_series_per_source: int | None = None,
+    ) -> None:
         self.rules = rules or MergeRules()
         self.max_series = max_series
+        self.max_series_per_source = max_series_per_source
         self.lock = threading.RLock()
-        self._families: dict[str, _Family] = {}
+        self.render_lock = threading.RLock()
+        """Held while a page is built: one at a time (a second scrape waits for its page)."""
+        self._families: dict[str, FamilyTable] = {}
         self._kinds: dict[str, str] = {}
         """Family name -> kind, for segments whose samples come before their TYPE line."""
         self._claims: dict[str, str] = {}
@@ -116,12 +103,17 @@ class Store:
         self.newest_ts = 0
         """The newest reading time ingested from any source: the clock of ``forget_stale``."""
         self._sources: dict[str, int] = {}
-        self._keys: dict[str, set[Key]] = {}
+        self._held: dict[str, dict[str, list[Series]]] = {}
+        """Source -> family name -> the series it feeds: what forgetting it touches."""
+        self._counts: dict[str, int] = {}
+        """Source -> how many series it feeds (its share of the bound)."""
         self._tombstones: dict[str, int] = {}
         self._helps: dict[str, str] = {}
-        self._dirty: set[Key] = set()
         self.entries = 0
         self.dropped_series = 0
+        self.dropped: dict[str, int] = {"max_series": 0, "max_series_per_source": 0}
+        """New series refused, by the bound that refused them."""
+        self.drop_log = DropLog()
         self.conflicts = 0
         self.version = 0
 
@@ -184,76 +176,100 @@ class Store:
         """
         if not source:
             raise ValueError("source names are never empty")
+        source = sys.intern(source)  # one string per source, however many series it feeds
         applied = 0
         with self.lock:
             tomb = self._tombstones.get(source)
-            keys = self._keys.setdefault(source, set())
             seen = self._sources.get(source, 0)
+            stamp = -1
             for reading in items:
+                ts = reading.ts
                 if tomb is not None:
-                    if reading.ts <= tomb:
+                    if ts <= tomb:
                         continue
                     del self._tombstones[source]
                     tomb = None
-                outcome = self._apply(source, keys, reading)
+                if ts == stamp:
+                    ts = stamp  # one int object for the many series an emission updates
+                else:
+                    stamp = ts
+                outcome = self._apply(source, reading, ts)
                 if outcome is True:
                     applied += 1
-                    seen = max(seen, reading.ts)
+                    seen = max(seen, ts)
                 elif outcome and on_conflict is not None:
                     on_conflict(reading, outcome)
-            self._sources[source] = seen
             self.newest_ts = max(self.newest_ts, seen)
-            if not keys:
-                del self._keys[source]
-                del self._sources[source]
+            if source in self._held:
+                self._sources[source] = seen
+            else:
+                self._sources.pop(source, None)
             if applied:
                 self.version += 1
         return applied
 
-    def _apply(self, source: str, keys: set[Key], reading: Reading) -> bool | str:
-        """True if applied; False if not newer or over the bound; else what holds the name."""
-        kind, name, labels, value, ts, _ = reading
+    def _apply(self, source: str, reading: Reading, ts: int) -> bool | str:
+        """True if applied; False if not newer or over a bound; else what holds the name."""
+        kind, name, labels, value, _, _ = reading
         family = self._families.get(name)
         if family is None:
-            holder = self._claim(name, kind)
+            holder = self._holder(name, kind)
             if holder is not None:
                 self.conflicts += 1
                 return holder
             mode = self.rules.gauge_mode_for(name) if kind == "gauge" else ""
-            family = self._families[name] = _Family(kind, mode)
         elif family.kind != kind:
             self.conflicts += 1
             return f"the {family.kind} {name}"
-        if self.rules.per_source or family.mode == "all":
+        else:
+            mode = family.mode
+        if self.rules.per_source or mode == "all":
             labels = _with_source(labels, source)
-        key = (name, labels)
-        series = family.series.get(labels)
-        if key not in keys:
-            if self.entries >= self.max_series:
-                self.dropped_series += 1
+        text = label_text(labels)
+        series = None if family is None else family.series.get(text)
+        if series is None or source not in series:
+            if not self._admit(source, name):
                 return False
+            if family is None:
+                family = self._new_family(name, kind, mode)
             if series is None:
-                series = family.series[labels] = _new_series(kind, family.mode)
-            keys.add(key)
+                series = family.new_series(text)
+            self._held.setdefault(source, {}).setdefault(name, []).append(series)
+            self._counts[source] = self._counts.get(source, 0) + 1
             self.entries += 1
-        assert series is not None
         if not series.update(source, value, ts):
             return False
-        self._dirty.add(key)
+        series.text = None
         return True
 
-    def _claim(self, name: str, kind: str) -> str | None:
-        """Reserve the names family ``name`` renders; None, or the family already holding one."""
-        names = _page_names(name, kind)
-        claims = self._claims
-        for out in names:
-            holder = claims.get(out)
+    def _admit(self, source: str, name: str) -> bool:
+        """Whether ``source`` may feed one more series; a refusal is counted and logged."""
+        per_source = self.max_series_per_source
+        if self.entries >= self.max_series:
+            reason, limit = "max_series", self.max_series
+        elif per_source is not None and self._counts.get(source, 0) >= per_source:
+            reason, limit = "max_series_per_source", per_source
+        else:
+            return True
+        self.dropped_series += 1
+        self.dropped[reason] += 1
+        self.drop_log.dropped(source, name, reason, limit)
+        return False
+
+    def _holder(self, name: str, kind: str) -> str | None:
+        """The family already holding a name family ``name`` would render, if any."""
+        for out in _page_names(name, kind):
+            holder = self._claims.get(out)
             if holder is not None and holder != name:
                 return f"the {self._families[holder].kind} {holder}"
-        for out in names:
-            claims[out] = name
-        self._kinds[name] = kind
         return None
+
+    def _new_family(self, name: str, kind: str, mode: str) -> FamilyTable:
+        for out in _page_names(name, kind):
+            self._claims[out] = name
+        self._kinds[name] = kind
+        family = self._families[name] = FamilyTable(kind, mode)
+        return family
 
     def _release(self, name: str, kind: str) -> None:
         for out in _page_names(name, kind):
@@ -277,27 +293,31 @@ class Store:
         return stale
 
     def _forget(self, source: str) -> None:
-        seen = self._sources.pop(source)
-        self._tombstones[source] = seen
-        for key in self._keys.pop(source, set()):
-            name, labels = key
+        self._tombstones[source] = self._sources.pop(source)
+        self._counts.pop(source, None)
+        self.drop_log.forget(source)
+        for name, held in self._held.pop(source, {}).items():
             family = self._families[name]
-            self.entries -= 1
-            if family.series[labels].forget(source):
-                del family.series[labels]
-                family.rendered.pop(labels, None)
-                self._dirty.discard(key)
-                if not family.series:
-                    del self._families[name]
-                    self._release(name, family.kind)
-            else:
-                self._dirty.add(key)
+            self.entries -= len(held)
+            for series in held:
+                if series.forget(source):
+                    del family.series[series.labels]
+                    series.text = DEAD
+                else:
+                    series.text = None
+            if not family.series:
+                del self._families[name]
+                self._release(name, family.kind)
 
     # -- reading --------------------------------------------------------------------------
 
     def source_count(self) -> int:
         """Live sources (forgotten ones are not counted)."""
         return len(self._sources)
+
+    def source_series(self, source: str) -> int:
+        """How many series ``source`` feeds: its use of ``max_series_per_source``."""
+        return self._counts.get(source, 0)
 
     def series_count(self) -> int:
         """Merged series (what a scrape shows, counting a histogram or moments once)."""
@@ -307,83 +327,63 @@ class Store:
     def render(
         self, *, openmetrics: bool = False, timestamps: bool = False, eof: bool = True
     ) -> str:
-        """The merged page, 0.0.4 or OpenMetrics, with or without the readings' timestamps."""
-        with self.lock:
-            self._refresh()
-            return render_page(self._page(timestamps), openmetrics=openmetrics, eof=eof)
+        """The merged page, 0.0.4 or OpenMetrics, with or without the readings' timestamps.
 
-    def _page(self, timestamps: bool) -> list[tuple[Family, list[tuple[Sample, int | None]]]]:
-        # A family name may hold several output families (moments become eight).
-        grouped: dict[str, tuple[Family, list[tuple[Sample, int | None]]]] = {}
-        helps = self._helps
-        for name in sorted(self._families):
-            family = self._families[name]
-            rendered_series = family.rendered
-            for labels in sorted(rendered_series):
-                for out_name, sample, ts in rendered_series[labels]:
-                    entry = grouped.get(out_name)
-                    if entry is None:
-                        kind = _out_kind(family.kind, out_name, name)
-                        entry = grouped[out_name] = (
-                            Family(out_name, kind, helps.get(out_name)),
-                            [],
-                        )
-                    entry[1].append((sample, ts if timestamps else None))
-        return list(grouped.values())
-
-    def _refresh(self) -> None:
-        for name, labels in self._dirty:
-            family = self._families[name]
-            family.rendered[labels] = _render_series(name, labels, family.series[labels])
-        self._dirty.clear()
+        Built in chunks (see :mod:`.render`): ingest goes on while a large page is built.
+        """
+        with self.render_lock:
+            with self.lock:
+                families = sorted(self._families.items())
+            return render_families(families, self._helps, self.lock, openmetrics=openmetrics,
+                                   timestamps=timestamps, eof=eof)  # fmt: skip
 
     # -- durable form ---------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
         """Everything needed to rebuild the store, as JSON-ready data."""
         with self.lock:
-            return {
-                "format": STATE_FORMAT,
-                "version": STATE_VERSION,
-                "sources": self._sources,
-                "tombstones": self._tombstones,
-                "helps": self._helps,
-                "families": {
-                    name: {
-                        "kind": f.kind,
-                        "mode": f.mode,
-                        "series": [[labels, s.to_json()] for labels, s in f.series.items()],
-                    }
-                    for name, f in self._families.items()
-                },
-            }
+            return snapshot.dump(self._sources, self._tombstones, self._helps, self._families)
 
-    def load_json(self, data: dict[str, Any]) -> None:
-        """Replace the contents with what :meth:`to_json` gave (format checked by the caller)."""
+    def load_json(self, data: Any) -> None:
+        """Replace the contents with what :meth:`to_json` gave (any version it wrote).
+
+        Checked first, so a damaged snapshot raises ValueError (naming the family, series and
+        field) and leaves the store as it was.
+        """
+        enabled = gc.isenabled()
+        gc.disable()  # nothing loaded forms a cycle, and each collection would walk the parsed
+        try:  # JSON (millions of objects) again: half the load time at a million series
+            loaded = snapshot.load(data)
+        finally:
+            if enabled:
+                gc.enable()
+        claims: dict[str, str] = {}
+        held: dict[str, dict[str, list[Series]]] = {}
+        counts: dict[str, int] = {}
+        for name, family in loaded.families.items():
+            for out in _page_names(name, family.kind):
+                if claims.setdefault(out, name) != name:
+                    raise ValueError(f"family {name!r} renders {out}, as family "
+                                     f"{claims[out]!r} does")  # fmt: skip
+            for series in family.series.values():
+                more = series.more
+                for source in (series.src,) if more is None else (series.src, *more):
+                    if not source:
+                        continue
+                    if source not in loaded.sources:
+                        raise ValueError(f"family {name!r}, series {series.labels!r}: source "
+                                         f"{source!r} is not in sources")  # fmt: skip
+                    held.setdefault(source, {}).setdefault(name, []).append(series)
+                    counts[source] = counts.get(source, 0) + 1
         with self.lock:
-            self._families.clear()
-            self._kinds.clear()
-            self._claims.clear()
-            self._keys.clear()
-            self._dirty.clear()
-            self._sources = {str(k): int(v) for k, v in data["sources"].items()}
-            self._tombstones = {str(k): int(v) for k, v in data["tombstones"].items()}
-            self._helps = {str(k): str(v) for k, v in data["helps"].items()}
-            self.entries = 0
-            for name, f in data["families"].items():
-                if self._claim(name, f["kind"]) is not None:
-                    raise ValueError(f"family {name} collides with another on the page")
-                family = self._families[name] = _Family(f["kind"], f["mode"])
-                for raw_labels, state in f["series"]:
-                    labels: LabelPairs = tuple((str(k), str(v)) for k, v in raw_labels)
-                    series = _new_series(f["kind"], f["mode"])
-                    series.load_json(state)
-                    family.series[labels] = series
-                    self._dirty.add((name, labels))
-                    for source in series.contrib:
-                        if source:
-                            self._keys.setdefault(source, set()).add((name, labels))
-                            self.entries += 1
+            self._families = loaded.families
+            self._kinds = {name: f.kind for name, f in loaded.families.items()}
+            self._claims = claims
+            self._sources = loaded.sources
+            self._tombstones = loaded.tombstones
+            self._helps = loaded.helps
+            self._held, self._counts = held, counts
+            self.entries = sum(counts.values())
             self.newest_ts = max(self._sources.values(), default=0)
             self.version += 1
 
@@ -400,29 +400,3 @@ def _page_names(name: str, kind: str) -> tuple[str, ...]:
     if kind == "counter" and name.endswith("_total"):
         return (name, name[:-6])
     return (name,)
-
-
-def _out_kind(kind: str, out_name: str, name: str) -> str:
-    if kind != "moments":
-        return kind
-    return "counter" if out_name == name + "_count" else "gauge"
-
-
-def _render_series(name: str, labels: LabelPairs, series: Series) -> list[tuple[str, Sample, int]]:
-    ts = series.ts
-    if isinstance(series, CounterSeries):
-        return [(name, (name, render_labels(labels), format_count(series.total)), ts)]
-    if isinstance(series, GaugeSeries):
-        return [(name, (name, render_labels(labels), format_value(series.value)), ts)]
-    if isinstance(series, HistogramSeries):
-        samples: Sequence[Sample] = histogram_samples(
-            name, labels, series.cumulative(), series.count, series.sum
-        )
-        return [(name, sample, ts) for sample in samples]
-    assert isinstance(series, MomentsSeries)
-    text = render_labels(labels)
-    out = []
-    for suffix, kind, value in moments_values(series.value):
-        rendered = format_count(value) if kind == "counter" else format_value(value)
-        out.append((name + suffix, (name + suffix, text, rendered), ts))
-    return out

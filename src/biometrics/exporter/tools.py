@@ -7,14 +7,17 @@ backfill of days of one service; split larger jobs by directory.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import BiometricsError, ParseError
 from ..prometheus import Metadata, Parse, Reader, Sample
 from ..prometheus._text import Family, format_count, render_labels, render_page
+from ..prometheus.watcher import SUFFIX, kind_of
 from .segments import histogram_part, source_of
 from .store import Store
 
@@ -25,17 +28,66 @@ Progress = Callable[[int, int], None]
 
 
 def segment_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Each path, with directories replaced by their ``*.prom`` files in name order."""
+    """Each path, with directories replaced by their segment-named entries in name order.
+
+    A directory named here is read like ``serve``'s spool (a link to it is followed, since
+    whoever typed it chose it); its entries are listed whatever they are, and each is judged
+    when opened (see :func:`_open_segment`), so a link, FIFO or directory named like a segment
+    becomes a problem, not a failure.  Hidden names are left out, as the Watcher leaves them.
+    """
     out: list[str] = []
     for path in [os.fspath(p) for p in paths]:
         if os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if n.endswith(".prom"))
+            with os.scandir(path) as entries:
+                names = sorted(
+                    e.name for e in entries if e.name.endswith(SUFFIX) and e.name[0] != "."
+                )
             out.extend(os.path.join(path, n) for n in names)
-        elif os.path.exists(path):
+        elif os.path.lexists(path):
             out.append(path)
         else:
             raise BiometricsError(f"{path}: no such file or directory")
     return out
+
+
+def _open_segment(path: str) -> int | str:
+    """A descriptor of segment ``path``, or why it is skipped (the Watcher's rules).
+
+    Never through a link and never blocking: anyone who can write a spool can plant a link
+    to a secret (whose first line would be printed as a problem) or to ``/dev/zero``, or a
+    FIFO (a plain open would wait forever for a writer).  So: ``O_NOFOLLOW|O_NONBLOCK``, then
+    the open file must be regular.  A path named on the command line is no exception: the
+    tools accept what ``serve`` would consume, so name the file a link points to instead.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENXIO):
+            return f"cannot open ({e.strerror}); skipped"
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return f"cannot open ({e.strerror}); skipped"
+        return _not_regular(mode)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode):
+            os.set_blocking(fd, True)
+            return fd
+    except OSError as e:
+        os.close(fd)
+        return f"cannot open ({e.strerror}); skipped"
+    os.close(fd)
+    return _not_regular(mode)
+
+
+def _not_regular(mode: int) -> str:
+    kind = kind_of(mode)
+    problem = f"not a regular file ({kind}); skipped"
+    if stat.S_ISLNK(mode):
+        problem += ": never read through a link; remove it, or name the file it points to"
+    return problem
 
 
 def _source_and_time(path: str) -> tuple[str, int]:
@@ -44,7 +96,10 @@ def _source_and_time(path: str) -> tuple[str, int]:
     parsed = source_of(name)
     if parsed is not None:
         return parsed
-    return name, int(os.stat(path).st_mtime * 1000)
+    try:
+        return name, int(os.lstat(path).st_mtime * 1000)  # never through a link
+    except OSError:
+        return name, 0
 
 
 def _in_time_order(files: list[str]) -> list[str]:
@@ -57,10 +112,17 @@ def _in_time_order(files: list[str]) -> list[str]:
 
 
 def _parse_each(files: list[str], progress: Progress | None) -> Iterator[tuple[str, Parse]]:
+    """Each file parsed in time order; one that is skipped yields a Parse holding only why."""
     files = _in_time_order(files)
     for done, path in enumerate(files, 1):
-        with open(path, "rb") as f:
-            yield path, Parse(f, path=path)
+        opened = _open_segment(path)
+        if isinstance(opened, str):
+            parsed = Parse([], path=path)
+            parsed.report(0, opened)
+            yield path, parsed
+        else:
+            with os.fdopen(opened, "rb") as f:
+                yield path, Parse(f, path=path)
         if progress is not None:
             progress(done, len(files))
 
@@ -202,6 +264,7 @@ def check(
 
 
 def _still_written(path: str) -> bool:
+    """True while a writer holds ``path``'s lock (a regular file only: Reader never blocks)."""
     try:
         reader = Reader.try_open(path)
     except OSError:

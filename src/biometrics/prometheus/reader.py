@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import stat
 from types import TracebackType
 
 from ..errors import SegmentError
@@ -44,10 +46,22 @@ class Reader(io.BufferedReader):
 
     @classmethod
     def _open(cls, path: str, *, wait: bool) -> Reader | None:
+        # O_NONBLOCK: a FIFO planted under a segment's name would block a read-only open
+        # until someone writes to it; fstat then refuses anything but a regular file.
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:
-            raise SegmentError(e.errno, f"cannot open segment {path}: {e.strerror}", path) from e
+            what = "it is a symbolic link, never followed" if e.errno == errno.ELOOP else e.strerror
+            raise SegmentError(e.errno, f"cannot open segment {path}: {what}", path) from e
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise SegmentError(errno.EINVAL, f"cannot open segment {path}: not a regular "
+                                   "file; segments are regular files only", path)  # fmt: skip
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
         try:
             if not _locks.lock(fd, exclusive=False, wait=wait):
                 os.close(fd)

@@ -16,6 +16,42 @@ from .reader import Reader
 __all__ = ["Watcher"]
 
 SUFFIX = ".prom"
+_OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+"""Never through a link, never blocked on a FIFO (opened read-only, it would wait for a writer)."""
+_NOT_A_SEGMENT = frozenset({errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR})
+"""Gone, or swapped for a link, socket or directory since the scan: not a segment to claim."""
+_MAX_NEW_STRAYS = 1024
+"""Strays held for :meth:`Watcher.strays` between calls: a spool full of them costs no more."""
+
+
+def kind_of(mode: int) -> str:
+    """What a file is, in the words every refusal uses (Watcher, daemons and tools alike)."""
+    kinds = ((stat.S_ISREG, "regular file"), (stat.S_ISLNK, "symlink"),
+             (stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+             (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _open_segment(dir_fd: int, name: str, path: str) -> tuple[int, bool] | None:
+    """``(fd, exclusive)`` of ``name``, read-write if we may (else read-only); None if gone."""
+    try:
+        return os.open(name, os.O_RDWR | _OPEN_FLAGS, dir_fd=dir_fd), True
+    except PermissionError:
+        # Not ours to write: a shared lock still waits out the writer, but two Watchers
+        # could then both read the file.  Documented in docs/ARCHITECTURE.md.
+        try:
+            return os.open(name, os.O_RDONLY | _OPEN_FLAGS, dir_fd=dir_fd), False
+        except OSError as e:
+            if e.errno in _NOT_A_SEGMENT:
+                return None
+            raise SegmentError(e.errno, f"cannot read segment {path}: {e.strerror}; give this "
+                               f"process (uid {os.geteuid()}) read permission on it, e.g. with "
+                               "the writers' Options(mode=0o644) or a group both share",
+                               path) from e  # fmt: skip
+    except OSError as e:
+        if e.errno in _NOT_A_SEGMENT:
+            return None
+        raise SegmentError(e.errno, f"cannot open segment {path}: {e.strerror}", path) from e
 
 
 class Watcher:
@@ -29,11 +65,20 @@ class Watcher:
     it leaves in place is offered again, as in the seed.
 
     Only regular files whose name ends in ``.prom`` count; hidden names (the Emitter's temporary
-    files), subdirectories and symlinks are ignored, and symlinks are never followed.
+    files) are ignored.  Anything else with a segment's name (a symlink, a FIFO, a directory) is
+    never opened, let alone followed: anyone who can write the spool can plant one, and a
+    daemon reading as root must neither read through a link nor block on a FIFO.  Such entries
+    are listed by :meth:`strays` so a daemon can report them; a claim opens without following
+    and without blocking, then checks the open file is regular, so a name swapped for one
+    after the listing is refused too.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self._directory = os.fspath(directory)
+        self._strays: dict[str, tuple[int, ...]] = {}
+        """Every stray of the last scan, as it was then (name -> identity)."""
+        self._new_strays: dict[str, str] = {}
+        """Strays found new or changed, not yet taken by :meth:`strays` (path -> kind)."""
 
     @property
     def directory(self) -> str:
@@ -49,8 +94,20 @@ class Watcher:
         found = self._scan()
         return len(found), sum(size for _, _, _, size in found)
 
+    def strays(self) -> list[tuple[str, str]]:
+        """``(path, kind)`` of each non-regular entry named like a segment, once until it changes.
+
+        Entries found by the scans since the last call (``candidates``, ``backlog``) that were
+        not there before or have changed (another inode, type or time).  A daemon logs and
+        counts them; the Watcher itself only ever skips them.
+        """
+        found = sorted(self._new_strays.items())
+        self._new_strays.clear()
+        return found
+
     def _scan(self) -> list[tuple[int, str, str, int]]:
         found: list[tuple[int, str, str, int]] = []
+        strays: dict[str, tuple[int, ...]] = {}
         try:
             entries = os.scandir(self._directory)
         except OSError as e:
@@ -67,31 +124,48 @@ class Watcher:
                     continue
                 if stat.S_ISREG(st.st_mode):
                     found.append((st.st_mtime_ns, name, entry.path, st.st_size))
+                    continue
+                key = (st.st_ino, st.st_mode, st.st_mtime_ns, st.st_ctime_ns)
+                if self._strays.get(name) != key:
+                    if len(self._new_strays) >= _MAX_NEW_STRAYS:
+                        continue  # not remembered as seen: offered again once there is room
+                    self._new_strays[entry.path] = kind_of(st.st_mode)
+                strays[name] = key
+        self._strays = strays
         return found
 
     def claim(self, path: str) -> Reader | None:
-        """Take ``path`` exclusively if it is finished and still there; None otherwise."""
-        exclusive = True
+        """Take ``path`` exclusively if it is finished and still there; None otherwise.
+
+        None too for a name that is no longer a regular file (it is reported as a stray by the
+        next scan).  Raises :class:`SegmentError` for a segment this process may not read: it
+        would otherwise be passed over forever without a word.
+        """
+        directory, name = os.path.split(path)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except PermissionError:
-            # Not ours to write: a shared lock still waits out the writer, but two Watchers
-            # could then both read the file.  Documented in docs/ARCHITECTURE.md.
-            exclusive = False
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except OSError:
-                return None
-        except OSError as e:
-            if e.errno in (errno.ENOENT, errno.ELOOP):
-                return None
-            raise SegmentError(e.errno, f"cannot open segment {path}: {e.strerror}", path) from e
+            dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # the directory went away since the listing: so did the segment
         try:
+            return self._claim_at(dir_fd, name, path)
+        finally:
+            os.close(dir_fd)
+
+    def _claim_at(self, dir_fd: int, name: str, path: str) -> Reader | None:
+        opened = _open_segment(dir_fd, name, path)
+        if opened is None:
+            return None
+        fd, exclusive = opened
+        try:
+            mine = os.fstat(fd)
+            if not stat.S_ISREG(mine.st_mode):  # swapped for a FIFO (or worse) since the scan
+                os.close(fd)
+                return None
+            os.set_blocking(fd, True)
             if not _locks.lock(fd, exclusive=exclusive, wait=False):
                 os.close(fd)
                 return None
-            mine = os.fstat(fd)
-            there = os.lstat(path)
+            there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             os.close(fd)
             return None
