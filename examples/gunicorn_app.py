@@ -22,7 +22,7 @@ from biometrics import Counter, Histogram, default_collector
 from biometrics.prometheus import Options, emit_every
 
 collector = default_collector()
-requests = collector.register(Counter("app.requests_total", help="Requests served."))
+requests = collector.register(Counter("app.requests", help="Requests served."))
 latency = collector.register(Histogram("app.request.seconds", help="Time to answer."))
 
 interval = float(os.environ.get("BIOMETRICS_INTERVAL", "10"))

@@ -516,3 +516,33 @@ def test_serve_checks_the_ship_options_before_listening(
     assert run([*argv, "127.0.0.1:9090/api/v1/write"], out) == 2
     assert "needs the scheme http:// or https://" in error_line(capsys)
     assert out.getvalue() == ""
+
+
+def test_ship_labels_each_series_with_its_source_unless_told_not_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Default ``source=<prefix>``; ``--no-source-label`` opts out; both at once is a misuse;
+    serve refuses it without ``--ship-url``.  A Rust counter ships as ``x_total``."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    got = []
+    for extra in ([], ["--no-source-label"]):
+        (spool / "web.1700000000000.prom").write_text("# TYPE hits counter\nhits 3\n")
+        receiver = Receiver()
+        try:
+            argv = ["ship", str(spool), "--url", receiver.url, "--once", "--log-level", "error"]
+            assert run([*argv, *extra], io.StringIO()) == 0
+        finally:
+            receiver.close()
+        got.append(receiver.accepted())
+    assert got == [
+        {(("__name__", "hits_total"), ("source", "web")): [(1_700_000_000_000, 3.0)]},
+        {(("__name__", "hits_total"),): [(1_700_000_000_000, 3.0)]},
+    ]
+    with pytest.raises(SystemExit) as info:
+        run(["ship", str(spool), "--url", "http://127.0.0.1:1/", "--source-label", "s",
+             "--no-source-label"], io.StringIO())  # fmt: skip
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert run(["serve", str(spool), "--no-source-label"], io.StringIO()) == 2
+    assert "--no-source-label does nothing without --ship-url" in error_line(capsys)

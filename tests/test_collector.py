@@ -123,3 +123,20 @@ def test_default_collector_is_one_per_process() -> None:
     """The convenience collector is created once and reused."""
     assert default_collector() is default_collector()
     assert isinstance(default_collector(), Collector)
+
+
+def test_unregister_takes_a_sensor_out_of_the_next_emission() -> None:
+    """Only that object, only once; it is marked removed, and registering it again restores it."""
+    c = Collector()
+    kept, gone = (
+        c.register(Counter("x", labels={"k": "1"})),
+        c.register(Counter("x", labels={"k": "2"})),
+    )
+    assert c.unregister(Counter("x", labels={"k": "1"})) is False  # same series, another object
+    assert c.unregister(gone) is True and gone.removed
+    assert c.unregister(gone) is False
+    e = RecordingEmitter()
+    c.emit(e, 1)
+    assert [r[2] for r in e.readings if r[1] == "x"] == [{"k": "1"}]
+    c.register(gone)
+    assert not gone.removed and not kept.removed

@@ -42,13 +42,13 @@ BURN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() 
 def test_with_system_metrics_emits_monotonic_child_usage(tmp_path: Path) -> None:
     assert wrap(tmp_path, sys.executable, "-c", BURN) == 0
     spool = tmp_path / "spool"
-    utime = values(spool, "biometrics_sys_utime")
-    stime = values(spool, "biometrics_sys_stime")
+    utime = values(spool, "biometrics_sys_utime_total")
+    stime = values(spool, "biometrics_sys_stime_total")
     assert len(utime) >= 3, "sampled while running, then once at exit"
     assert utime == sorted(utime), "never decreasing"
     assert utime[-1] + stime[-1] >= 280_000  # 0.3 s of CPU in µs, from getrusage at exit
-    assert values(spool, "biometrics_sys_minflt")[-1] > 0
-    assert values(spool, "biometrics_sys_errors")[-1] == 0
+    assert values(spool, "biometrics_sys_minflt_total")[-1] > 0
+    assert values(spool, "biometrics_sys_errors_total")[-1] == 0
 
 
 def test_exit_code_and_signal_are_passed_back(tmp_path: Path) -> None:
@@ -187,12 +187,14 @@ def test_backfill_writes_openmetrics_in_seconds(
 
 
 def test_tools_read_the_rust_crates_files() -> None:
+    """The Rust crate's counter ``x`` comes out as the OpenMetrics counter ``x``, ``x_total``."""
     fixtures = str(Path(__file__).parent / "fixtures")
     out = io.StringIO()
     assert run(["check", fixtures], out) == 0
     out = io.StringIO()
     assert run(["cat", "--raw", "--openmetrics", fixtures], out) == 0
-    assert "biometrics_collector_emit_counter 4 1726547193\n" in out.getvalue()
+    assert "# TYPE biometrics_collector_emit_counter counter\n" in out.getvalue()
+    assert "biometrics_collector_emit_counter_total 4 1726547193\n" in out.getvalue()
     assert out.getvalue().endswith("# EOF\n")
 
 

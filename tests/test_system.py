@@ -3,7 +3,7 @@ import os
 import resource
 import time
 
-from biometrics import Collector, Counter, RuntimeSensors, SystemSensors
+from biometrics import Collector, Counter, Gauge, RuntimeSensors, SystemSensors
 from biometrics.system import RUSAGE_FIELDS, proc_usage, rusage_values
 
 
@@ -81,3 +81,18 @@ def test_proc_usage_reads_a_running_process() -> None:
     usage = proc_usage(os.getpid())
     assert usage["utime"] > 0 and usage["nvcsw"] >= 0
     assert set(usage) >= {"utime", "stime", "minflt", "majflt", "nvcsw", "nivcsw"}
+
+
+def test_runtime_gauges_declare_how_a_fleet_adds_up() -> None:
+    """Memory, fds, threads sum; the fd limit is the max, the start the min; all live only."""
+    sensors = RuntimeSensors()
+    declared = {g.label: g.merge_declaration for g in sensors.sensors() if isinstance(g, Gauge)}
+    assert declared == {
+        "process.resident_memory_bytes": "sum live",
+        "process.virtual_memory_bytes": "sum live",
+        "process.open_fds": "sum live",
+        "process.threads": "sum live",
+        "process.max_fds": "max live",
+        "process.start_time_seconds": "min live",
+        "python.info": "",  # one value per interpreter version: serve's default applies
+    }

@@ -10,12 +10,19 @@ from .collector import Collector, default_collector
 from .emitter import Emitter, PlainTextEmitter
 from .errors import BiometricsError, DuplicateSensorError, InvalidLabelError, InvalidValueError
 from .family import Family
-from .histogram import Histogram, HistogramReading, sig_fig_boundaries, sig_fig_boundary
+from .histogram import (
+    DEFAULT_BUCKETS,
+    Histogram,
+    HistogramReading,
+    sig_fig_boundaries,
+    sig_fig_boundary,
+)
 from .moments import Moments, MomentsReading
 from .sensors import Counter, Gauge, Sensor
 from .system import RuntimeSensors, SystemSensors
 
 __all__ = [
+    "DEFAULT_BUCKETS",
     "BiometricsError",
     "Collector",
     "Counter",

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO, TypeVar
 
 from ._commands import add_commands, handlers
 from ._version import __version__
@@ -239,9 +239,14 @@ def _serve_arguments(p: argparse.ArgumentParser, *, listen: str) -> None:
 def _ship_arguments(p: argparse.ArgumentParser) -> None:
     # Every default is None so that serve can tell which were given without --ship-url.
     g = p.add_argument_group("remote write")
+    source = g.add_mutually_exclusive_group()
     actions = [
-        g.add_argument("--source-label", metavar="NAME",
-                       help="add each segment's source (file-name prefix) as this label"),
+        source.add_argument("--source-label", metavar="NAME",
+                            help="label carrying each segment's source (file-name prefix), so "
+                            "processes writing one series never interleave (default source)"),
+        source.add_argument("--no-source-label", action="store_const", const=True,
+                            help="send series without a source label (only when each series "
+                            "has one writer: otherwise Prometheus keeps one value per ms)"),
         g.add_argument("--label", type=_pair, action="append", metavar="NAME=VALUE",
                        help="external label for every series; repeatable"),
         g.add_argument("--header", type=_pair, action="append", metavar="NAME=VALUE",
@@ -266,7 +271,10 @@ def _ship_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(remote_options=[(a.dest, a.option_strings[0]) for a in actions])
 
 
-def _or(value: int | None, default: int) -> int:
+T = TypeVar("T")
+
+
+def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
 
@@ -302,7 +310,7 @@ def _ship_options(args: argparse.Namespace, spool: str, url: str, **more: str) -
             spool=spool,
             remote=remote,
             archive=args.archive,
-            source_label=args.source_label,
+            source_label=None if args.no_source_label else _or(args.source_label, "source"),
             external_labels=dict(args.label or ()),
             max_samples_per_request=_or(args.max_samples_per_request, 2000),
             max_retries=_or(args.max_retries, 10),

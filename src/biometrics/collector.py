@@ -82,9 +82,29 @@ class Collector:
                         f"{sensor.label!r} is already a {type(other).__name__}; one label "
                         f"cannot also name a {type(sensor).__name__}"
                     )
+                if isinstance(sensor, Gauge) and isinstance(other, Gauge):
+                    _same_merge(other, sensor)
             family[sensor.label_pairs] = sensor
+            sensor.removed = False
         self._register[kind].click()
         return sensor
+
+    def unregister(self, sensor: Sensor) -> bool:
+        """Take ``sensor`` out: it is not emitted again.  False if it was not registered here.
+
+        Marks it ``removed``, so emitters that keep readings (``SlashMetrics``) drop it too.
+        Readings already written stay where they went (``serve`` keeps a series' last value
+        until its source is forgotten).
+        """
+        with self._lock:
+            family = self._families.get(sensor.label)
+            if family is None or family.get(sensor.label_pairs) is not sensor:
+                return False
+            del family[sensor.label_pairs]
+            if not family:  # the label is free again, for any kind
+                del self._families[sensor.label]
+            sensor.removed = True
+        return True
 
     def register_missing(self, *sensors: Sensor) -> None:
         """Register each sensor whose series is still free; leave the others out silently.
@@ -162,6 +182,20 @@ class Collector:
                 f"biometrics: {failures} of {len(sensors)} sensors failed to emit at {now_ms}"
             )
             raise first
+
+
+def _same_merge(first: Gauge, other: Gauge) -> None:
+    """Gauges of one label are one family on the page: one merge declaration for all of them.
+
+    A segment declares a family's merge once (the first gauge of it written), so a second,
+    different declaration would be silently ignored by ``serve``; refuse it where it is made.
+    """
+    if (first.merge, first.live_only) != (other.merge, other.live_only):
+        raise DuplicateSensorError(
+            f"gauge {other.label!r} declares merge={other.merge!r}, live_only={other.live_only} "
+            f"but the gauges already registered under that label declare merge={first.merge!r}, "
+            f"live_only={first.live_only}; one label has one merge declaration"
+        )
 
 
 _default: Collector | None = None

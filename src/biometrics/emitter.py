@@ -64,10 +64,15 @@ class PlainTextEmitter:
         self._file.write(f"{_series(moments)} {now_ms} {r.n} {r.m1!r} {r.m2!r} {r.m3!r} {r.m4!r}\n")
 
     def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
-        """Write one line per non-empty bucket, then the out-of-range counts when non-zero."""
+        """Write one line per non-empty bucket, then the out-of-range counts when non-zero.
+
+        Only non-empty ones: this is for eyes, not for merging (the Prometheus emitters list
+        every bucket of the layout).  Counts are per bucket, not cumulative; ``le=inf`` is the
+        ``+Inf`` bucket.
+        """
         r = histogram.read()
         series = _series(histogram)
-        lines = [f"{series} {now_ms} {{le={le!r}}} {n}\n" for le, n in r.buckets]
+        lines = [f"{series} {now_ms} {{le={le!r}}} {n}\n" for le, n in r.buckets if n]
         if r.exceeds_max:
             lines.append(f"{series} {now_ms} {{exceeds_max}} {r.exceeds_max}\n")
         if r.is_negative:

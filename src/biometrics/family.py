@@ -55,8 +55,7 @@ class Family(Generic[S]):
         """The label names every child carries, in declaration order."""
         return self._names
 
-    def labels(self, *values: object, **by_name: object) -> S:
-        """The child for these label values, positional (in ``label_names`` order) or by name."""
+    def _key(self, values: tuple[object, ...], by_name: Mapping[str, object]) -> tuple[str, ...]:
         if by_name:
             if values or set(by_name) != set(self._names):
                 raise InvalidLabelError(
@@ -64,15 +63,23 @@ class Family(Generic[S]):
                     f"got {list(values) + sorted(by_name)}"
                 )
             values = tuple(by_name[n] for n in self._names)
-        key = tuple(str(v) for v in values)
-        child = self._children.get(key)
-        if child is not None:
-            return child
+        return tuple(str(v) for v in values)
+
+    def _check(self, key: tuple[str, ...]) -> None:
         if len(key) != len(self._names):
             raise InvalidLabelError(
                 f"{self._label!r} needs {len(self._names)} label values {list(self._names)}, "
                 f"got {len(key)}: {list(key)}"
             )
+
+    def labels(self, *values: object, **by_name: object) -> S:
+        """The child for these label values, positional (in ``label_names`` order) or by name."""
+        # The positional hot path stays inline: no call before the cache lookup.
+        key = self._key(values, by_name) if by_name else tuple(str(v) for v in values)
+        child = self._children.get(key)
+        if child is not None:
+            return child
+        self._check(key)
         with self._lock:
             child = self._children.get(key)
             if child is None:
@@ -83,6 +90,31 @@ class Family(Generic[S]):
         return child
 
     def children(self) -> list[S]:
-        """Every child created so far."""
+        """Every child created so far (and not removed)."""
         with self._lock:
             return list(self._children.values())
+
+    def remove(self, *values: object, **by_name: object) -> bool:
+        """Drop the child for these label values (as :meth:`labels` takes them); False if none.
+
+        The child leaves the family and its collector: it is not in the next emission, nor on
+        a ``SlashMetrics`` page, and asking for the same values again makes a new child that
+        counts from zero (as in prometheus_client).  What was already written stays: ``serve``
+        shows the series' last value until its source is forgotten (``--forget-after``).
+        """
+        key = self._key(values, by_name)
+        self._check(key)
+        with self._lock:  # unregistered under it, or labels() could register a new child first
+            child = self._children.pop(key, None)
+            if child is None:
+                return False
+            (self._collector or default_collector()).unregister(child)
+        return True
+
+    def clear(self) -> None:
+        """Drop every child, as :meth:`remove` does each."""
+        collector = self._collector or default_collector()
+        with self._lock:
+            for child in self._children.values():
+                collector.unregister(child)
+            self._children.clear()

@@ -1,15 +1,31 @@
-"""Histogram with significant-figure bucket boundaries, usable as Prometheus ``le`` buckets.
+"""Histogram: one fixed, declared bucket layout, so every process exposes the same ``le`` set.
 
-Boundaries follow the Rust ``sig_fig_histogram`` sequence: with ``s`` significant figures there
-are ``B = 9 * 10**(s-1)`` boundaries per decade and bucket ``b`` has boundary
-``(b % B + O) * 10**(b // B - s + 1)`` with ``O = 10**(s-1)``.  The Rust sequence starts at 1.0;
-we extend the same formula to negative ``b`` (0.10, 0.11, ... 0.99 for two figures, and so on)
-down to ``min_value``, because Python users observe seconds.  Each boundary is the double nearest
-its decimal value (``float("1.1")``, not ``11 * 0.1``), so it prints as the short decimal.
+A layout is a strictly increasing sequence of finite upper bounds; ``+Inf`` is implicit.  The
+layout is fixed when the histogram is made and every reading, segment and page lists every
+bucket of it, empty ones included: Prometheus sums buckets by ``le`` across processes and hosts
+(``sum by (le)``), which is exact only if they all expose the same set, and a bucket that
+appears later would start a series with no history (``rate()`` per bucket breaks).
 
-Bucketing rounds *up*: an observation lands in the first bucket whose boundary is ``>=`` it
-(a binary search over the boundaries), so every bucket's boundary is a true Prometheus ``le``.
-The Rust crate rounds to the *nearest* boundary instead, which cannot be used as ``le``.
+Every observation counts in ``count`` and the ``+Inf`` bucket, whatever its value, so
+``_count`` is the number of events (an SLO's denominator) and a 30 s request is never lost from
+it.  Values below the first bound (negatives and -inf included) land in the first bucket, values
+above the last finite bound (+inf and NaN included) only in ``+Inf``; ``sum`` adds the finite
+ones.  ``exceeds_max`` and ``is_negative`` count, besides, what lies above the last bound and
+below zero.  Bucketing rounds *up*: an observation lands in the first bucket whose bound is
+``>=`` it, so every bound is a true Prometheus ``le``.
+
+:data:`DEFAULT_BUCKETS` covers web and RPC latency in seconds.  :func:`sig_fig_boundaries` gives
+the Rust ``sig_fig_histogram`` sequence as a layout, for those who want every bound within a
+fixed relative error (at the price of many more series).  Native (exponential) histograms would
+be another kind of layout; none is built yet.
+
+The sig-fig sequence: with ``s`` significant figures there are ``B = 9 * 10**(s-1)`` boundaries
+per decade and bucket ``b`` has boundary ``(b % B + O) * 10**(b // B - s + 1)`` with
+``O = 10**(s-1)``.  The Rust sequence starts at 1.0; we extend the same formula to negative
+``b`` (0.10, 0.11, ... 0.99 for two figures, and so on) down to ``min_value``, because Python
+users observe seconds.  Each boundary is the double nearest its decimal value (``float("1.1")``,
+not ``11 * 0.1``), so it prints as the short decimal.  The Rust crate rounds to the *nearest*
+boundary, which cannot be used as ``le``; we round up.
 """
 
 from __future__ import annotations
@@ -17,11 +33,14 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 import time
 import weakref
 from bisect import bisect_left, bisect_right
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import add, sub
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -29,10 +48,26 @@ from ._batched import FOLD_AT, BatchedSensor, as_float
 from .errors import InvalidValueError
 from .sensors import Counter
 
-__all__ = ["Histogram", "HistogramReading", "sig_fig_boundaries", "sig_fig_boundary"]
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "Histogram",
+    "HistogramReading",
+    "sig_fig_boundaries",
+    "sig_fig_boundary",
+]
+
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""The default layout, in seconds: 1 ms to 60 s in a 1-2.5-5 series, then ``+Inf``.
+
+Web and RPC latencies live between a millisecond and a minute (most proxies and clients time
+out by then), and each decade gets three bounds, so an SLO threshold such as 100, 250 or 500 ms
+is a bucket bound.  15 finite buckets plus ``+Inf``: 16 series per label set, against 15 for
+prometheus_client's default (which stops at 10 s)."""
 
 MAX_BUCKETS = 1_000_000
-"""Refuse configurations whose boundary list alone would take tens of megabytes."""
+"""Refuse layouts whose bound list alone would take tens of megabytes."""
 
 
 def sig_fig_boundary(b: int, sig_figs: int) -> float:
@@ -42,9 +77,11 @@ def sig_fig_boundary(b: int, sig_figs: int) -> float:
 
 
 def sig_fig_boundaries(sig_figs: int, min_value: float, max_value: float) -> tuple[float, ...]:
-    """All boundaries from the first ``>= min_value`` to the first ``>= max_value``, ascending.
+    """A layout: every boundary from the first ``>= min_value`` to the first ``>= max_value``.
 
-    Cached, so histograms configured alike share one tuple (and compare by identity).
+    Every bound is within ``10**(1 - sig_figs)`` of the next (relative), at the price of
+    ``9 * 10**(sig_figs - 1)`` buckets per decade, each a series on every page.  Cached, so
+    histograms configured alike share one tuple (and compare by identity).
     """
     if not isinstance(sig_figs, int) or isinstance(sig_figs, bool) or not 1 <= sig_figs <= 4:
         raise InvalidValueError(f"sig_figs must be an int in 1..4, got {sig_figs!r}")
@@ -61,7 +98,7 @@ def sig_fig_boundaries(sig_figs: int, min_value: float, max_value: float) -> tup
             f"{sig_figs} significant figures from {min_value!r} to {max_value!r} would need more "
             f"than {MAX_BUCKETS} buckets; narrow the range or use fewer significant figures"
         )
-    return _boundaries(sig_figs, float(min_value), float(max_value))
+    return _interned(_boundaries(sig_figs, float(min_value), float(max_value)))
 
 
 @functools.lru_cache(maxsize=64)
@@ -79,46 +116,100 @@ def _boundaries(sig_figs: int, min_value: float, max_value: float) -> tuple[floa
     return tuple(bounds)
 
 
+@functools.lru_cache(maxsize=256)
+def _interned(bounds: tuple[float, ...]) -> tuple[float, ...]:
+    """The first equal layout seen: a Family's children share one tuple, not one each."""
+    return bounds
+
+
+_interned(DEFAULT_BUCKETS)
+
+
+def checked_layout(buckets: Iterable[float]) -> tuple[float, ...]:
+    """``buckets`` as a layout: finite, strictly increasing floats, at least one.
+
+    A trailing ``+Inf`` is accepted and dropped (prometheus_client takes it; it is implicit
+    here), so a layout copied from prometheus_client works as it is.  ``-0.0`` becomes ``0.0``,
+    so one bound has one ``le`` text.
+    """
+    if isinstance(buckets, str | bytes) or not isinstance(buckets, Iterable):
+        raise InvalidValueError(f"buckets must be a sequence of numbers, got {buckets!r:.60}")
+    bounds: list[float] = []
+    for b in buckets:
+        if not isinstance(b, numbers.Real) or isinstance(b, bool):
+            raise InvalidValueError(f"bucket bound {b!r:.40} is not a number")
+        if len(bounds) >= MAX_BUCKETS:
+            raise InvalidValueError(f"more than {MAX_BUCKETS} buckets")
+        try:
+            bounds.append(float(b) + 0.0)
+        except OverflowError:  # an int beyond any float
+            raise InvalidValueError(f"bucket bound {b!r:.40} is beyond a float") from None
+    if bounds and bounds[-1] == math.inf:
+        bounds.pop()
+    if not bounds:
+        raise InvalidValueError(
+            "a layout needs at least one finite bucket bound (+Inf is implicit)"
+        )
+    for i, b in enumerate(bounds):
+        if not math.isfinite(b):
+            raise InvalidValueError(f"bucket bound {b!r} is not finite (+Inf is implicit)")
+        if i and b <= bounds[i - 1]:
+            raise InvalidValueError(
+                f"bucket bounds must increase strictly: {bounds[i - 1]!r} then {b!r}"
+            )
+    return _interned(tuple(bounds))
+
+
 @dataclass(frozen=True, slots=True)
 class HistogramReading:
-    """An immutable histogram reading.
+    """An immutable histogram reading: every bucket of the layout, empty ones included.
 
-    ``buckets`` holds only non-empty buckets as ``(le, count)`` pairs in ascending ``le`` order;
-    ``bounds`` is every possible ``le`` of this histogram's configuration.  ``count`` and ``sum``
-    cover the in-range observations (those in buckets); out-of-range ones are counted apart.
+    ``bounds`` is the layout (finite upper bounds, ascending); ``counts`` has one count per
+    bucket, *not* cumulative: ``counts[i]`` for ``(bounds[i-1], bounds[i]]`` (the first bucket
+    also takes everything below ``bounds[0]``) and ``counts[-1]`` for the ``+Inf`` bucket
+    (above the last bound, +inf and NaN).  ``count`` is every observation, ``sum`` the finite
+    ones'.  Left empty, ``counts`` means all zero.
     """
 
     bounds: tuple[float, ...]
-    buckets: tuple[tuple[float, int], ...] = ()
+    counts: tuple[int, ...] = ()
     sum: float = 0.0
     count: int = 0
     exceeds_max: int = 0
     is_negative: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.counts:
+            object.__setattr__(self, "counts", (0,) * (len(self.bounds) + 1))
+        elif len(self.counts) != len(self.bounds) + 1:
+            raise InvalidValueError(
+                f"{len(self.counts)} bucket counts for {len(self.bounds)} bounds: need one per "
+                "bound plus one for +Inf"
+            )
+
+    @property
+    def buckets(self) -> tuple[tuple[float, int], ...]:
+        """``(le, count)`` for every bucket, ``+Inf`` (``math.inf``) last; not cumulative."""
+        return tuple(zip((*self.bounds, math.inf), self.counts, strict=True))
+
     def cumulative(self) -> Iterator[tuple[float, int]]:
-        """``(le, observations <= le)`` for each non-empty bucket, as Prometheus expects."""
-        total = 0
-        for le, n in self.buckets:
-            total += n
-            yield le, total
+        """``(le, observations <= le)`` for every bucket, as Prometheus expects; ``+Inf`` last."""
+        return zip((*self.bounds, math.inf), accumulate(self.counts), strict=True)
 
     def _combine(self, other: HistogramReading, sign: int) -> HistogramReading:
         if other.bounds is not self.bounds and other.bounds != self.bounds:
             raise InvalidValueError(
-                "cannot combine readings of histograms with different bucket boundaries "
-                "(sig_figs, min_value and max_value must match)"
+                "cannot combine readings of histograms with different bucket layouts"
             )
-        merged = dict(self.buckets)
-        for le, n in other.buckets:
-            merged[le] = merged.get(le, 0) + sign * n
-        if any(n < 0 for n in merged.values()):
+        counts = tuple(map(add if sign > 0 else sub, self.counts, other.counts))
+        if any(n < 0 for n in counts):
             raise InvalidValueError(
                 "subtraction would leave a negative bucket: subtract the earlier reading "
                 "from the later one of the same histogram"
             )
         return HistogramReading(
             self.bounds,
-            tuple(sorted((le, n) for le, n in merged.items() if n)),
+            counts,
             self.sum + sign * other.sum,
             self.count + sign * other.count,
             self.exceeds_max + sign * other.exceeds_max,
@@ -126,7 +217,7 @@ class HistogramReading:
         )
 
     def __add__(self, other: object) -> HistogramReading:
-        """The reading of both histograms' observations together."""
+        """The reading of both histograms' observations together (equal layouts only)."""
         if not isinstance(other, HistogramReading):
             return NotImplemented
         return self._combine(other, 1)
@@ -158,7 +249,7 @@ class _OutOfRange(Counter):
         owner = self._owner()
         if owner is not None:
             owner._fold()
-        return super().read()
+        return int(super().read())  # only ever clicked: whole (read() is float after inc(0.5))
 
 
 P = ParamSpec("P")
@@ -213,15 +304,17 @@ class _Timer:
 
 
 class Histogram(BatchedSensor):
-    """A distribution of non-negative observations in significant-figure buckets.
+    """A distribution in a fixed bucket layout: ``buckets=`` or :data:`DEFAULT_BUCKETS`.
 
-    Defaults: two significant figures (every ``le`` within 10% of the next, 90 buckets per
-    decade), from 1e-9 (a nanosecond, in seconds) to 1e12 (a terabyte, in bytes; 31,000 years, in
-    seconds): 1,891 possible buckets, of which only non-empty ones are stored and exported.
+    ``Histogram("h", buckets=[0.1, 0.5, 1])`` declares the layout (finite, strictly increasing;
+    ``+Inf`` is implicit).  The older keywords ``sig_figs``, ``min_value`` and ``max_value``
+    still work and mean ``buckets=sig_fig_boundaries(sig_figs, min_value, max_value)`` (2,
+    1e-9 and 1e12 where left out): every bound within 10% of the next, but 90 buckets a decade,
+    and every one is a series on the page.
 
-    ``observe`` never raises.  Negative values (including -inf) count in ``is_negative``; values
-    above ``max_value``, +inf and NaN count in ``exceeds_max``: none of those can be placed
-    under a finite ``le``, so they stay out of the buckets, ``sum`` and ``count``.
+    ``observe`` never raises and counts every observation (see the module docstring):
+    ``count`` and the ``+Inf`` bucket see all of them; ``exceeds_max`` (above the last bound,
+    +inf, NaN) and ``is_negative`` (below zero, -inf) count the unusual ones besides.
     """
 
     __slots__ = (
@@ -229,8 +322,8 @@ class Histogram(BatchedSensor):
         "_bounds",
         "_count",
         "_counts",
-        "_max",
         "_sum",
+        "_top",
         "exceeds_max",
         "is_negative",
     )
@@ -241,26 +334,42 @@ class Histogram(BatchedSensor):
         self,
         label: str,
         *,
-        sig_figs: int = 2,
-        min_value: float = 1e-9,
-        max_value: float = 1e12,
+        buckets: Iterable[float] | None = None,
         help: str | None = None,
         labels: Mapping[str, object] | None = None,
+        sig_figs: int | None = None,
+        min_value: float | None = None,
+        max_value: float | None = None,
     ) -> None:
         super().__init__(label, help=help, labels=labels)
-        self._bounds = sig_fig_boundaries(sig_figs, float(min_value), float(max_value))
-        self._max = float(max_value)
-        self._counts: dict[int, int] = {}
+        sig_fig = (sig_figs, min_value, max_value) != (None, None, None)
+        if buckets is not None and sig_fig:
+            raise InvalidValueError(
+                f"histogram {label!r}: buckets= declares the layout, and sig_figs, min_value "
+                "and max_value declare another (a sig-fig one); pass one or the other"
+            )
+        if buckets is not None:
+            self._bounds = checked_layout(buckets)
+        elif sig_fig:
+            self._bounds = sig_fig_boundaries(
+                2 if sig_figs is None else sig_figs,
+                1e-9 if min_value is None else float(min_value),
+                1e12 if max_value is None else float(max_value),
+            )
+        else:
+            self._bounds = DEFAULT_BUCKETS
+        self._top = self._bounds[-1]
+        self._counts = [0] * (len(self._bounds) + 1)
         self._sum = 0.0
         self._count = 0
         self.exceeds_max: Counter = _OutOfRange(self, f"{label}.exceeds_max", labels)
-        """Observations above ``max_value``, +inf and NaN; exact whenever read."""
+        """Observations above the last bound, +inf and NaN (also in ``+Inf``); exact when read."""
         self.is_negative: Counter = _OutOfRange(self, f"{label}.is_negative", labels)
-        """Observations below zero, including -inf; exact whenever read."""
+        """Observations below zero, -inf included (also in their bucket); exact when read."""
 
     @property
     def bounds(self) -> tuple[float, ...]:
-        """Every bucket boundary (``le``) this histogram can report, ascending."""
+        """The layout: every finite bucket bound (``le``), ascending; ``+Inf`` is implicit."""
         return self._bounds
 
     def observe(self, x: float) -> None:
@@ -285,56 +394,72 @@ class Histogram(BatchedSensor):
         return _Timer(self)
 
     def _apply(self, batch: list[float]) -> None:
+        top = self._top
         try:
-            in_range = [x for x in batch if 0.0 <= x <= self._max]
+            inside = [x for x in batch if x <= top]  # NaN, +inf and above the layout fail
         except TypeError:
             batch = [as_float(x) for x in batch]
-            in_range = [x for x in batch if 0.0 <= x <= self._max]
-        outside = len(batch) - len(in_range)
-        if outside:
-            negative = sum(1 for x in batch if x < 0.0)
-            self.is_negative.count(negative)
-            self.exceeds_max.count(outside - negative)
-        if in_range:
+            inside = [x for x in batch if x <= top]
+        counts = self._counts
+        above = len(batch) - len(inside)
+        total = 0.0
+        negative = 0
+        if above:
+            counts[-1] += above
+            self.exceeds_max.count(above)
+            total = _fsum([x for x in batch if top < x < math.inf])
+            if top < 0.0:
+                negative = sum(1 for x in batch if top < x < 0.0)
+        if inside:
             # Sorted, the batch is walked one occupied bucket at a time: two C-level bisects per
             # bucket instead of one per observation.
-            in_range.sort()
-            bounds, counts = self._bounds, self._counts
-            i, n, b = 0, len(in_range), 0
+            inside.sort()
+            negative += bisect_left(inside, 0.0)
+            bounds = self._bounds
+            i, n, b = 0, len(inside), 0
             while i < n:
-                b = bisect_left(bounds, in_range[i], b)
-                j = bisect_right(in_range, bounds[b], i)
-                counts[b] = counts.get(b, 0) + j - i
+                b = bisect_left(bounds, inside[i], b)
+                j = bisect_right(inside, bounds[b], i)
+                counts[b] += j - i
                 i = j
-            try:
-                self._sum += math.fsum(in_range)
-            except OverflowError:
-                self._sum += sum(in_range)
-            self._count += len(in_range)
+            if inside[0] == -math.inf:
+                inside = inside[bisect_right(inside, -math.inf) :]
+            total += _fsum(inside)
+        if negative:
+            self.is_negative.count(negative)
+        self._sum += total
+        self._count += len(batch)
 
     def _apply_weighted(self, x: float, n: int) -> None:
-        if 0.0 <= x <= self._max:
-            i = bisect_left(self._bounds, x)
-            self._counts[i] = self._counts.get(i, 0) + n
-            self._sum += x * n
-            self._count += n
-        elif x < 0.0:
-            self.is_negative.count(n)
+        if x <= self._top:
+            self._counts[bisect_left(self._bounds, x)] += n
         else:
+            self._counts[-1] += n
             self.exceeds_max.count(n)
+        if x < 0.0:
+            self.is_negative.count(n)
+        if -math.inf < x < math.inf:
+            self._sum += x * n
+        self._count += n
 
     def read(self) -> HistogramReading:
         """Everything observed so far, as one immutable reading."""
         self._fold()
         with self._fold_lock:
-            bounds = self._bounds
-            buckets = tuple((bounds[i], n) for i, n in sorted(self._counts.items()))
             return HistogramReading(
-                bounds,
-                buckets,
+                self._bounds,
+                tuple(self._counts),
                 self._sum,
                 self._count,
                 # Counter.read, not the override: it would fold again, taking the lock we hold.
-                Counter.read(self.exceeds_max),
-                Counter.read(self.is_negative),
+                int(Counter.read(self.exceeds_max)),
+                int(Counter.read(self.is_negative)),
             )
+
+
+def _fsum(xs: list[float]) -> float:
+    """Exact where it can be; a plain sum (``inf``) where ``fsum`` overflows."""
+    try:
+        return math.fsum(xs)
+    except OverflowError:
+        return sum(xs, 0.0)

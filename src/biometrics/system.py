@@ -165,17 +165,28 @@ class RuntimeSensors:
     ``process_max_fds``, ``process_threads``, ``process_start_time_seconds``,
     ``python_gc_{collections,objects_collected,objects_uncollectable}_total{generation}`` and
     ``python_info``.  Memory, threads and fds come from ``/proc`` and stay 0 where there is none.
+
+    The gauges declare how ``biometrics serve`` merges them across the processes of a spool,
+    so a fleet reads as one program: memory, open fds and threads add up (``sum``), the fd
+    limit is the highest (``max``), the start time the earliest (``min``); all ``live_only``,
+    since a process that has stopped holds no memory, fds or threads.
     """
 
     def __init__(self) -> None:
-        g = Gauge
-        self.resident = g("process.resident_memory_bytes", help="Resident memory size in bytes.")
-        self.virtual = g("process.virtual_memory_bytes", help="Virtual memory size in bytes.")
-        self.open_fds = g("process.open_fds", help="Number of open file descriptors.")
-        self.max_fds = g("process.max_fds", help="Maximum number of open file descriptors.")
-        self.threads = g("process.threads", help="Number of OS threads in the process.")
+        def g(label: str, merge: str, help: str) -> Gauge:
+            return Gauge(label, help=help, merge=merge, live_only=True)
+
+        self.resident = g(
+            "process.resident_memory_bytes", "sum", help="Resident memory size in bytes."
+        )
+        self.virtual = g(
+            "process.virtual_memory_bytes", "sum", help="Virtual memory size in bytes."
+        )
+        self.open_fds = g("process.open_fds", "sum", help="Number of open file descriptors.")
+        self.max_fds = g("process.max_fds", "max", help="Maximum number of open file descriptors.")
+        self.threads = g("process.threads", "sum", help="Number of OS threads in the process.")
         self.start_time = g(
-            "process.start_time_seconds", help="Start time of the process since unix epoch."
+            "process.start_time_seconds", "min", help="Start time of the process since unix epoch."
         )
         self.errors = Counter("biometrics.runtime.errors", help="Runtime readings that failed.")
         generations = [str(i) for i in range(len(gc.get_stats()))]

@@ -10,7 +10,10 @@ from biometrics.exporter.merge import (
     CounterSeries,
     GaugeSeries,
     HistogramSeries,
+    HistogramValue,
     MomentsSeries,
+    Series,
+    project,
 )
 
 
@@ -83,24 +86,100 @@ def test_gauge_extremes_recomputed_when_the_holder_moves_or_is_forgotten() -> No
     assert s.value == 1.0
 
 
-def hist(buckets: dict[float, float], total: float) -> tuple[dict[float, float], float, float]:
-    return buckets, total, sum(buckets.values())
+LAYOUT = (0.1, 0.2, 0.5, 1.0)
 
 
-def test_histograms_union_buckets_and_fold_resets() -> None:
-    """Bucket-wise sums over differing bucket sets; a count drop is a restart."""
-    h = HistogramSeries()
+def hist(buckets: dict[float, float], total: float, above: float = 0.0) -> HistogramValue:
+    """A reading in LAYOUT from per-bucket counts (``above``: observations past 1.0)."""
+    running, cumulative = 0.0, []
+    for le in LAYOUT:
+        running += buckets.get(le, 0.0)
+        cumulative.append(running)
+    return HistogramValue(LAYOUT, tuple(cumulative), total, running + above)
+
+
+def test_histograms_sum_bucket_wise_and_fold_resets() -> None:
+    """Every bucket of the layout, summed over sources; a count drop is a restart."""
+    h = HistogramSeries(layout=LAYOUT)
     h.update("a", hist({0.1: 2.0, 1.0: 1.0}, 1.2), 1)
-    h.update("b", hist({0.5: 4.0}, 2.0), 1)
-    assert h.cumulative() == [(0.1, 2.0), (0.5, 6.0), (1.0, 7.0)]
-    assert (h.sum, h.count) == (3.2, 7.0)
+    assert list(h.buckets()) == [(0.1, 2.0), (0.2, 2.0), (0.5, 2.0), (1.0, 3.0)]
+    h.update("b", hist({0.5: 4.0}, 2.0, above=1.0), 1)
+    assert list(h.buckets()) == [(0.1, 2.0), (0.2, 2.0), (0.5, 6.0), (1.0, 7.0)]
+    assert (h.sum, h.count) == (3.2, 8.0)
     h.update("a", hist({0.1: 1.0}, 0.1), 2)  # a restarted
-    assert h.cumulative() == [(0.1, 3.0), (0.5, 7.0), (1.0, 8.0)]
-    assert h.count == 8.0
-    h.update("a", hist({0.1: 1.0, 2.0: 1.0}, 2.1), 3)
-    assert h.cumulative() == [(0.1, 3.0), (0.5, 7.0), (1.0, 8.0), (2.0, 9.0)]
+    assert list(h.buckets()) == [(0.1, 3.0), (0.2, 3.0), (0.5, 7.0), (1.0, 8.0)]
+    assert h.count == 9.0
+    h.update("a", hist({0.1: 1.0, 0.2: 1.0}, 2.1), 3)
+    assert list(h.buckets()) == [(0.1, 3.0), (0.2, 4.0), (0.5, 8.0), (1.0, 9.0)]
     assert h.forget("b") is False
-    assert h.count == 9.0 and math.isclose(h.sum, 1.2 + 2.0 + 2.1)
+    assert h.count == 10.0 and math.isclose(h.sum, 1.2 + 2.0 + 2.1)
+
+
+def test_an_empty_series_lists_every_bucket_of_its_layout() -> None:
+    """No reading yet, or only zeros: every le is there, at 0."""
+    h = HistogramSeries(layout=LAYOUT)
+    assert list(h.buckets()) == [(le, 0.0) for le in LAYOUT]
+    h.update("a", hist({}, 0.0), 1)
+    assert list(h.buckets()) == [(le, 0.0) for le in LAYOUT] and h.count == 0.0
+
+
+def test_a_one_source_histogram_shares_its_readings_counts() -> None:
+    """One source, no restart: the merged counts are the reading's own tuple, not a copy."""
+    h = HistogramSeries(layout=LAYOUT)
+    value = hist({0.2: 3.0}, 0.6)
+    h.update("a", value, 1)
+    assert h.cumulative is value.cumulative
+    h.update("b", hist({0.2: 1.0}, 0.2), 1)
+    assert h.cumulative == (0.0, 4.0, 4.0, 4.0)
+
+
+def value_of(les: tuple[float, ...], cumulative: tuple[float, ...], n: float) -> HistogramValue:
+    return HistogramValue(les, cumulative, 1.0, n)
+
+
+@pytest.mark.parametrize(
+    ("reading", "want"),
+    [
+        # listed at every family bound (a finer layout): exact
+        (value_of((0.05, 0.1, 0.2, 0.3, 0.5, 1.0), (1.0, 2.0, 3.0, 3.0, 5.0, 6.0), 7.0),
+         (2.0, 3.0, 5.0, 6.0)),
+        # 0.2 and 1.0 not listed, but the buckets they fall inside, (0.1, 0.5] and (0.5, +Inf],
+        # are empty (the refusals below are the same buckets, not empty)
+        (value_of((0.1, 0.5), (2.0, 2.0), 2.0), (2.0, 2.0, 2.0, 2.0)),
+        # below the reading's first le (nothing there), and past its last (+Inf holds nothing)
+        (value_of((0.5,), (0.0,), 0.0), (0.0, 0.0, 0.0, 0.0)),
+        # the sparse buckets an older writer listed: exact where the gaps are empty
+        (value_of((0.1, 1.0), (3.0, 3.0), 5.0), (3.0, 3.0, 3.0, 3.0)),
+    ],
+)  # fmt: skip
+def test_a_reading_of_another_le_set_projects_exactly(
+    reading: HistogramValue, want: tuple[float, ...]
+) -> None:
+    """Cumulative count at the largest listed le <= each bound, when nothing straddles it."""
+    got = project(reading, LAYOUT)
+    assert isinstance(got, HistogramValue)
+    assert got.bounds is LAYOUT and got.cumulative == want
+    assert (got.sum, got.n) == (reading.sum, reading.n)
+
+
+@pytest.mark.parametrize(
+    ("reading", "why"),
+    [
+        (value_of((0.1, 0.5), (2.0, 3.0), 3.0), "le=0.2 falls inside this reading's bucket "
+                                                 "(0.1, 0.5], which holds 1 observations"),
+        (value_of((0.1, 0.2, 0.5), (2.0, 2.0, 2.0), 4.0), "le=1.0 falls inside this reading's "
+                                                           "bucket (0.5, +Inf], which holds 2"),
+        (value_of((), (), 4.0), "le=0.1 falls inside this reading's bucket (-Inf, +Inf]"),
+        (value_of((0.2, 0.5, 1.0), (1.0, 1.0, 1.0), 1.0), "le=0.1 falls inside this reading's "
+                                                           "bucket (-Inf, 0.2]"),
+    ],
+)  # fmt: skip
+def test_a_reading_that_straddles_a_bound_is_refused_saying_where(
+    reading: HistogramValue, why: str
+) -> None:
+    """Observations in a bucket around a family bound may lie on either side: not exact."""
+    got = project(reading, LAYOUT)
+    assert isinstance(got, str) and why in got
 
 
 def test_moments_merge_exactly_across_sources_and_restarts() -> None:
@@ -121,6 +200,11 @@ def test_moments_merge_exactly_across_sources_and_restarts() -> None:
         assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
 
 
+def make(cls: type) -> Series:
+    """An empty series of ``cls``; a histogram's in LAYOUT."""
+    return HistogramSeries(layout=LAYOUT) if cls is HistogramSeries else cls()
+
+
 @pytest.mark.parametrize("cls", [CounterSeries, GaugeSeries, HistogramSeries, MomentsSeries])
 def test_json_round_trip(cls: type) -> None:
     """A series rebuilt from its JSON state continues exactly where it was."""
@@ -130,12 +214,12 @@ def test_json_round_trip(cls: type) -> None:
         HistogramSeries: (hist({0.1: 3.0}, 0.3), hist({0.2: 1.0}, 0.2)),
         MomentsSeries: (MomentsReading.of([1.0, 2.0, 4.0]), MomentsReading.of([5.0])),
     }[cls]
-    s = cls()
+    s = make(cls)
     s.update("a", values[0], 1)
     s.update("a", values[1], 2)
     s.update("b", values[0], 1)
     s.forget("b")
-    t = cls()
+    t = make(cls)
     t.load_json(s.to_json())
     assert t.to_json() == s.to_json()
     assert t.ts == s.ts
@@ -165,10 +249,10 @@ def test_forgetting_the_inline_source_moves_the_next_one_in_and_stays_exact(cls:
     merged = {
         CounterSeries: lambda s: s.total,
         GaugeSeries: lambda s: s.value,
-        HistogramSeries: lambda s: (s.cumulative(), s.sum, s.count),
+        HistogramSeries: lambda s: (list(s.buckets()), s.sum, s.count),
         MomentsSeries: lambda s: s.value,
     }[cls]
-    s, t = cls(), cls()
+    s, t = make(cls), make(cls)
     s.update("a", values[0], 1)
     s.update("b", values[1], 2)
     assert s.forget("a") is False
@@ -190,7 +274,16 @@ def test_forgetting_the_inline_source_moves_the_next_one_in_and_stays_exact(cls:
         (CounterSeries, [7, 0.0, 1.0, 5], "source: expected a string, got int"),
         (CounterSeries, ["a", 0.0, 10**400, 5], "source 'a': last: an integer beyond"),
         (GaugeSeries, ["a", 1.0, 2.0, 5], "source 'a': unused: expected null"),
-        (HistogramSeries, ["a", [[], 0, 0], [[[1.0, True]], 0, 0], 5], "bucket 1.0: expected"),
+        (
+            HistogramSeries,
+            ["a", [[], 0, 0], [[0, 1, True, 2], 0, 0], 5],
+            "source 'a': last: cumulative: expected a number, got bool",
+        ),
+        (
+            HistogramSeries,
+            ["a", [[], 0, 0], [[0, 1], 0, 0], 5],
+            "last: cumulative: expected a list of 4 counts",
+        ),
         (MomentsSeries, ["a", [0, 0, 0, 0, 0], [-1, 0, 0, 0, 0], 5], "count -1 is not"),
         (MomentsSeries, ["", [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], 5], "no live source"),
     ],
@@ -198,5 +291,5 @@ def test_forgetting_the_inline_source_moves_the_next_one_in_and_stays_exact(cls:
 def test_a_series_checks_its_json_field_by_field(cls: type, parts: list, message: str) -> None:
     """Each wrong field is a ValueError naming the source and the field, never a TypeError."""
     with pytest.raises(ValueError) as raised:
-        cls().load_json(parts)
+        make(cls).load_json(parts)
     assert message in str(raised.value)

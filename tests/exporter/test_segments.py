@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from biometrics import Collector, Counter, Gauge, Histogram, Moments
+from biometrics import DEFAULT_BUCKETS, Collector, Counter, Gauge, Histogram, Moments
 from biometrics.exporter import Reading, readings, source_of
 from biometrics.prometheus import Emitter, Metadata, Options, parse
 
@@ -54,12 +54,22 @@ def test_every_sensor_round_trips_through_a_segment(tmp_path: Path) -> None:
     assert got["jobs_total", "counter"].value == 41.0
     assert got["jobs_total", "counter"].ts == 1000
     assert got["queue_depth", "gauge"].value == -2.5
-    buckets, total, count = got["latency_seconds", "histogram"].value
+    value = got["latency_seconds", "histogram"].value
     want = h.read()
-    assert buckets == {le: float(n) for le, n in want.buckets}
-    assert (total, count) == (pytest.approx(want.sum), 4.0)
+    assert value.bounds == DEFAULT_BUCKETS  # every bucket of the layout, empty ones too
+    assert value.cumulative == tuple(float(n) for _, n in want.cumulative())[:-1]
+    assert (value.sum, value.n) == (pytest.approx(want.sum), 4.0)
     assert got["size_bytes", "moments"].value == m.read()
     assert ("size_bytes_count", "counter") not in got
+
+
+def test_a_histogram_reading_keeps_its_empty_buckets() -> None:
+    """Every listed le is part of the reading, zero or not: it is the writer's layout."""
+    text = (b"# TYPE h histogram\n"
+            b'h_bucket{le="0.1"} 0 5\nh_bucket{le="0.25"} 0 5\nh_bucket{le="1.0"} 2 5\n'
+            b'h_bucket{le="+Inf"} 3 5\nh_sum 4.5 5\nh_count 3 5\n')  # fmt: skip
+    got = only_readings(list(readings(parse(io.BytesIO(text)), 0)))
+    assert got["h", "histogram"].value == ((0.1, 0.25, 1.0), (0.0, 0.0, 2.0), 4.5, 3.0)
 
 
 def test_rust_moments_without_raw_sums_are_rebuilt() -> None:
@@ -85,13 +95,14 @@ def test_the_rust_fixture_parses_into_readings() -> None:
 
 
 def test_lone_count_counter_stays_a_counter_and_bad_buckets_are_reported() -> None:
-    """``x_count`` without ``x_mean`` is an ordinary counter; falling buckets are a problem."""
+    """``x_count`` without ``x_mean`` is an ordinary counter (``x_count_total``); falling buckets
+    are a problem."""
     text = (b"# TYPE hits_count counter\nhits_count 4 7\n# TYPE h histogram\n"
             b'h_bucket{le="1.0"} 5 7\nh_bucket{le="2.0"} 3 7\nh_bucket{le="+Inf"} 5 7\n'
             b"h_sum 2 7\nh_count 5 7\n")  # fmt: skip
     parsed = parse(io.BytesIO(text), path="seg.prom")
     got = only_readings(list(readings(parsed, 0)))
-    assert got["hits_count", "counter"].value == 4.0
+    assert got["hits_count_total", "counter"].value == 4.0
     assert ("h", "histogram") not in got
     assert [str(p) for p in parsed.problems] == [
         "seg.prom:5: bucket le=2.0 count 3.0 is below a lower bucket's; histogram reading dropped"
@@ -203,24 +214,27 @@ def test_readings_that_cannot_be_merged_are_dropped(text: bytes, message: str) -
 def test_a_histogram_with_plus_inf_and_sum_but_no_count_is_whole() -> None:
     """A writer that writes +Inf and _sum but no _count still gives the whole reading."""
     got, problems, _ = seg(HIST)
-    assert got["h", "histogram"].value == ({1.0: 1.0}, 3.0, 2.0) and problems == []
+    assert got["h", "histogram"].value == ((1.0,), (1.0,), 3.0, 2.0) and problems == []
 
 
 def test_names_still_invalid_after_dots_are_sanitised() -> None:
     """The Rust crate's ``weird-name/x`` and ``9lives`` read as ``weird_name_x``, ``_9lives``."""
     got, problems, _ = seg(b"# TYPE weird-name/x counter\nweird-name/x 7 5\n9lives 9 5\n")
-    assert got["weird_name_x", "counter"].value == 7 and got["_9lives", "gauge"].value == 9
+    assert got["weird_name_x_total", "counter"].value == 7 and got["_9lives", "gauge"].value == 9
     assert problems == []
 
 
 def test_untyped_samples_take_the_kind_already_held() -> None:
-    """A segment that starts before its TYPE lines (Rust, after a rotation) reads as before."""
+    """A segment that starts before its TYPE lines (Rust, after a rotation) reads as before.
+
+    The store knows the counter by its canonical name; the Rust line still names it ``c``.
+    """
     text = b'c 4 5\nh_bucket{le="1.0"} 1 5\nh_sum 1 5\nh_count 1 5\nh_exceeds_max 2 5\n'
     parsed = parse(io.BytesIO(text), path="seg.prom")
-    got = only_readings(list(readings(parsed, 0, {"c": "counter", "h": "histogram"})))
-    assert got["c", "counter"].value == 4
-    assert got["h", "histogram"].value == ({1.0: 1.0}, 1.0, 1.0)
-    assert got["h_exceeds_max", "counter"].value == 2
+    got = only_readings(list(readings(parsed, 0, {"c_total": "counter", "h": "histogram"})))
+    assert got["c_total", "counter"].value == 4
+    assert got["h", "histogram"].value == ((1.0,), (1.0,), 1.0, 1.0)
+    assert got["h_exceeds_max_total", "counter"].value == 2
     assert parsed.problems == []
 
 
@@ -231,3 +245,20 @@ def test_rust_moments_with_a_huge_variance_are_refused_not_raised() -> None:
     got, _, malformed = seg(text)
     assert ("m", "moments") not in got
     assert len(malformed) == 1 and "are not finite" in malformed[0]
+
+
+def test_counters_read_under_their_canonical_total_name() -> None:
+    """Rust's ``x`` and ours ``x_total`` are one family; an OpenMetrics-style TYPE (``x``
+    counter, sample ``x_total``) too; side counters with or without ``_total``."""
+    got, problems, _ = seg(
+        b"# TYPE rust counter\nrust 1 5\n# TYPE ours_total counter\nours_total 2 5\n"
+        b"# TYPE om counter\nom_total 3 5\n"
+        b'# TYPE h histogram\nh_bucket{le="+Inf"} 1 5\nh_sum 1 5\nh_count 1 5\n'
+        b"# TYPE h_exceeds_max_total counter\nh_exceeds_max_total 4 5\n"
+        b"# TYPE h_is_negative gauge\nh_is_negative 5 5\n"
+    )
+    assert problems == []
+    counters = {family: r.value for (family, kind), r in got.items() if kind == "counter"}
+    assert counters == {"rust_total": 1, "ours_total": 2, "om_total": 3,
+                        "h_exceeds_max_total": 4, "h_is_negative_total": 5}  # fmt: skip
+    assert ("h", "histogram") in got

@@ -453,3 +453,57 @@ def test_blocked_backoff_is_validated() -> None:
     """A zero wait would be the tight loop the blocked state exists to prevent."""
     with pytest.raises(InvalidValueError, match="blocked_backoff"):
         ShipOptions("spool", RemoteWriteOptions("http://127.0.0.1:1/"), blocked_backoff=0)
+
+
+RUST_FIRST = """\
+# TYPE http_requests counter
+http_requests 5 1700000000000
+# TYPE h histogram
+# TYPE h_sum gauge
+# TYPE h_count counter
+h_bucket{le="1.0000"} 1 1700000000000
+h_sum 1 1700000000000
+h_count 1 1700000000000
+# TYPE h_exceeds_max gauge
+h_exceeds_max 2 1700000000000
+# TYPE m_count counter
+# TYPE m_mean gauge
+m_count 3 1700000000000
+m_mean 2 1700000000000
+# TYPE ours_total counter
+ours_total 7 1700000000000
+"""
+RUST_ROTATED = "http_requests 6 1700000001000\nh_exceeds_max 3 1700000001000\n"
+"""The Rust crate starts a rotated segment before its TYPE lines."""
+
+
+def test_counters_ship_as_x_total_with_their_source_by_default(
+    spool: Path, receiver: Receiver
+) -> None:
+    """A Rust counter ships as ``x_total`` (also from a segment without TYPE lines), as serve
+    shows it; histogram and moments parts keep their names; ``source`` is on by default."""
+    (spool / "rust.1700000000000.prom").write_text(RUST_FIRST)
+    (spool / "rust.1700000001000.prom").write_text(RUST_ROTATED)
+    options = ShipOptions(str(spool), RemoteWriteOptions(receiver.url, timeout=5))
+    assert options.source_label == "source"
+    with Shipper(options) as s:
+        assert s.ship_pass()
+    t0, t1 = 1_700_000_000_000, 1_700_000_001_000
+    got = {dict(k)["__name__"]: v for k, v in receiver.accepted().items()}
+    assert got == {
+        "http_requests_total": [(t0, 5.0), (t1, 6.0)],
+        "h_bucket": [(t0, 1.0)], "h_sum": [(t0, 1.0)], "h_count": [(t0, 1.0)],
+        "h_exceeds_max_total": [(t0, 2.0), (t1, 3.0)],
+        "m_count": [(t0, 3.0)], "m_mean": [(t0, 2.0)], "ours_total": [(t0, 7.0)],
+    }  # fmt: skip
+    assert all(dict(k)["source"] == "rust" for k in receiver.accepted())
+
+
+def test_no_source_label_is_an_explicit_choice(spool: Path, receiver: Receiver) -> None:
+    """``source_label=None`` sends the series as written, with no source label."""
+    (spool / "w.1700000000000.prom").write_text("# TYPE a counter\na 1\n")
+    options = ShipOptions(str(spool), RemoteWriteOptions(receiver.url, timeout=5),
+                          source_label=None)  # fmt: skip
+    with Shipper(options) as s:
+        assert s.ship_pass()
+    assert receiver.accepted() == {(("__name__", "a_total"),): [(1_700_000_000_000, 1.0)]}

@@ -1,4 +1,4 @@
-"""The snapshot: written as version 2, version 1 still read, and damage always a clear error."""
+"""The snapshot: written as version 3, versions 1 and 2 still read, damage always a clear error."""
 
 import copy
 import json
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from biometrics import MomentsReading
 from biometrics.exporter import DurableState, MergeRules, Reading, StateError, Store
+from biometrics.exporter.merge import HistogramValue
 from biometrics.exporter.store import STATE_FORMAT
 
 RULES = MergeRules(gauges=(("g", "sum"),))
@@ -36,7 +37,20 @@ V2: dict[str, Any] = {
         ]},
     },
 }  # fmt: skip
-"""Every kind, a retired source (``""``), an escaped label value, two sources in a series."""
+"""The previous release's snapshot: histograms without a layout, as non-empty buckets."""
+
+V3: dict[str, Any] = {
+    **V2,
+    "version": 3,
+    "families": {
+        **V2["families"],
+        "h": {"kind": "histogram", "mode": "", "layout": [0.5, 1.0], "series": [
+            '{p="x\\"y"}', 1, "b", [[], 0.0, 0.0], [[2.0, 3.0], 1.7, 3.0], 12,
+        ]},
+    },
+}  # fmt: skip
+"""Every kind, a retired source (``""``), an escaped label value, two sources in a series; a
+histogram family with its layout, its values cumulative per le."""
 
 V1: dict[str, Any] = {
     **V2,
@@ -80,15 +94,37 @@ def loaded(data: dict[str, Any]) -> Store:
     return store
 
 
-@pytest.mark.parametrize("data", [V1, V2], ids=["version 1", "version 2"])
-def test_both_versions_load_to_the_same_state(data: dict[str, Any]) -> None:
-    """The previous release's snapshot reads as well as ours; both render the same page."""
-    store = loaded(data)
+def test_our_version_loads_and_writes_back_the_same() -> None:
+    """Version 3 loads to the page it was written from, and is written back unchanged."""
+    store = loaded(V3)
     assert lines(store) == PAGE
     assert "m_count 3\n" in store.render() and "# HELP c_total Counts.\n" in store.render()
     assert store.entries == 6 and store.source_series("a") == 3
-    assert store.to_json() == V2
+    assert store.to_json() == V3
     assert store.ingest("a", [Reading("counter", "c_total", (("k", "1"),), 3.0, 10)]) == 0
+
+
+@pytest.mark.parametrize("data", [V1, V2], ids=["version 1", "version 2"])
+def test_older_versions_load_all_but_their_layoutless_histograms(
+    data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counters, gauges and moments as before; histograms are left out, and the log says so.
+
+    They had no layout to show them in; the sources' next readings bring them back.
+    """
+    logged: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr("biometrics.exporter.store.log",
+                        lambda level, event, **kw: logged.append((event, kw)))  # fmt: skip
+    store = loaded(data)
+    assert lines(store) == [x for x in PAGE if not x.startswith("h_")]
+    assert store.entries == 5 and store.source_series("a") == 3
+    assert store.to_json() == {**V3, "families": {k: v for k, v in V3["families"].items()
+                                                   if k != "h"}}  # fmt: skip
+    assert len(logged) == 1 and logged[0][1] == {"families": "h"}
+    assert "histograms of an older snapshot left out" in logged[0][0]
+    value = HistogramValue((0.5, 1.0), (1.0, 1.0), 0.2, 1.0)
+    assert store.ingest("b", [Reading("histogram", "h", (), value, 13)]) == 1
+    assert 'h_bucket{le="1.0"} 1' in lines(store)
 
 
 def test_a_live_store_round_trips_through_its_snapshot() -> None:
@@ -98,7 +134,7 @@ def test_a_live_store_round_trips_through_its_snapshot() -> None:
         store.ingest(source, [
             Reading("counter", "c_total", (("k", "1"),), 5.0, ts),
             Reading("gauge", "g", (), 1.5, ts),
-            Reading("histogram", "h", (), ({0.5: 2.0}, 0.7, 2.0), ts),
+            Reading("histogram", "h", (), HistogramValue((0.5,), (2.0,), 0.7, 2.0), ts),
             Reading("moments", "m", (), MomentsReading.of([1.0, 2.0, 4.0]), ts),
         ])  # fmt: skip
     store.ingest("a", [Reading("counter", "c_total", (("k", "1"),), 1.0, 3)])  # a restarted
@@ -125,33 +161,37 @@ def at(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any
 
 
 DAMAGE = [
-    (V2, ("sources",), [], "sources: expected an object, got list"),
-    (V2, ("tombstones", "old"), "3", "tombstones: source 'old': expected a time in ms"),
-    (V2, ("helps", "c_total"), 7, "helps: 'c_total': expected a string, got int"),
-    (V2, ("version",), True, "version: True is not one of (1, 2)"),
-    (V2, ("families",), [], "families: expected an object, got list"),
-    (V2, ("families", "c_total", "series", 3), "2.0",
+    (V3, ("sources",), [], "sources: expected an object, got list"),
+    (V3, ("tombstones", "old"), "3", "tombstones: source 'old': expected a time in ms"),
+    (V3, ("helps", "c_total"), 7, "helps: 'c_total': expected a string, got int"),
+    (V3, ("version",), True, "version: True is not one of (1, 2, 3)"),
+    (V3, ("families",), [], "families: expected an object, got list"),
+    (V3, ("families", "c_total", "series", 3), "2.0",
      "family 'c_total': series '{k=\"1\"}': source 'a': base: expected a number, got str"),
-    (V2, ("families", "c_total", "series", 5), -1, "source 'a': time: expected a time in ms"),
-    (V2, ("families", "c_total", "series", 1), 9, "source count 9 does not fit the list"),
-    (V2, ("families", "c_total", "series", 0), "k=1", "'k=1' is not a rendered label set"),
-    (V2, ("families", "c_total", "series", 2), "zz", "source 'zz' is not in sources"),
-    (V2, ("families", "c_total", "series", 6), "a", "source 'a' appears twice"),
-    (V2, ("families", "c_total", "series", 10), '{k="1"}', "series '{k=\"1\"}' appears twice"),
-    (V2, ("families", "c_total", "kind"), "summary", "family 'c_total': kind: 'summary' is not"),
-    (V2, ("families", "c_total", "mode"), "sum", "mode: 'sum' is not one of ''"),
-    (V2, ("families", "g", "series", 4), 0.0, "family 'g': series '': source 'a': unused: "
+    (V3, ("families", "c_total", "series", 5), -1, "source 'a': time: expected a time in ms"),
+    (V3, ("families", "c_total", "series", 1), 9, "source count 9 does not fit the list"),
+    (V3, ("families", "c_total", "series", 0), "k=1", "'k=1' is not a rendered label set"),
+    (V3, ("families", "c_total", "series", 2), "zz", "source 'zz' is not in sources"),
+    (V3, ("families", "c_total", "series", 6), "a", "source 'a' appears twice"),
+    (V3, ("families", "c_total", "series", 10), '{k="1"}', "series '{k=\"1\"}' appears twice"),
+    (V3, ("families", "c_total", "kind"), "summary", "family 'c_total': kind: 'summary' is not"),
+    (V3, ("families", "c_total", "mode"), "sum", "mode: 'sum' is not one of ''"),
+    (V3, ("families", "g", "series", 4), 0.0, "family 'g': series '': source 'a': unused: "
                                               "expected null"),
-    (V2, ("families", "h", "series", 4, 0, 0), ["x", 2.0], "last: bucket le: expected a number"),
-    (V2, ("families", "h", "series", 4, 0, 1), [0.5, 2.0], "bucket le 0.5 is not finite, or "
-                                                           "repeated"),
-    (V2, ("families", "h", "series", 4), {"buckets": []}, "last: expected a list of 3"),
-    (V2, ("families", "m", "series", 4, 0), 1.5, "last: count 1.5 is not a whole number"),
-    (V2, ("families", "m", "series", 2), "", "series '': no live source"),
-    (V2, ("families", "c_total", "series"), {}, "series: expected a list, got dict"),
-    (V2, ("families", "h_count"), {"kind": "counter", "mode": "", "series": []},
+    (V3, ("families", "h", "series", 4, 0, 0), "x", "last: cumulative: expected a number"),
+    (V3, ("families", "h", "series", 4, 0), [2.0], "expected a list of 2 counts"),
+    (V3, ("families", "h", "series", 4), {"buckets": []}, "last: expected a list of 3"),
+    (V3, ("families", "h", "layout"), [1.0, 0.5], "family 'h': layout: bucket bounds must "
+                                                  "increase strictly"),
+    (V3, ("families", "h", "layout"), [0.5, 1.0, 1e400], "layout: +Inf is implicit"),
+    (V3, ("families", "h", "layout"), None, "layout: expected a list of bucket bounds"),
+    (V3, ("families", "h", "layout"), [0.5, "1"], "layout: bucket bound '1' is not a number"),
+    (V3, ("families", "m", "series", 4, 0), 1.5, "last: count 1.5 is not a whole number"),
+    (V3, ("families", "m", "series", 2), "", "series '': no live source"),
+    (V3, ("families", "c_total", "series"), {}, "series: expected a list, got dict"),
+    (V3, ("families", "h_count"), {"kind": "counter", "mode": "", "series": []},
      "renders h_count"),
-    (V2, ("families", "bad name"), {"kind": "counter", "mode": "", "series": []},
+    (V3, ("families", "bad name"), {"kind": "counter", "mode": "", "series": []},
      "family 'bad name': not a metric name"),
     (V1, ("families", "c_total", "series", 0, 0), [["k", 1]], "is not [name, value]"),
     (V1, ("families", "c_total", "series", 0, 0), [["k", "1"], ["k", "2"]], "repeated"),
@@ -166,7 +206,7 @@ def test_a_damaged_snapshot_says_what_is_wrong_and_where(
     data: dict[str, Any], path: tuple[Any, ...], value: Any, message: str
 ) -> None:
     """ValueError naming the family, series and field; the store is left as it was."""
-    store = loaded(V2)
+    store = loaded(V3)
     before = store.render()
     with pytest.raises(ValueError) as raised:
         store.load_json(json.loads(json.dumps(at(data, path, value))))
@@ -210,7 +250,7 @@ def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-PLACES = [(base, p) for base in (V1, V2) for p in paths(base)]
+PLACES = [(base, p) for base in (V1, V2, V3) for p in paths(base)]
 
 
 def outcome(path: Path, content: bytes) -> str:

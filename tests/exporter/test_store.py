@@ -1,5 +1,6 @@
 """The store: merging across sources, per-source mode, bounds, forgetting, and its JSON form."""
 
+import io
 import math
 import threading
 from pathlib import Path
@@ -9,6 +10,8 @@ import pytest
 from biometrics import MomentsReading
 from biometrics.exporter import Exporter, ExporterOptions, MergeRules, Reading, Store, render
 from biometrics.exporter.bounds import DropLog
+from biometrics.exporter.merge import HistogramValue
+from biometrics.prometheus import parse
 
 
 def counter(name: str, value: float, ts: int, **labels: str) -> Reading:
@@ -17,6 +20,15 @@ def counter(name: str, value: float, ts: int, **labels: str) -> Reading:
 
 def gauge(name: str, value: float, ts: int, **labels: str) -> Reading:
     return Reading("gauge", name, tuple(sorted(labels.items())), float(value), ts)
+
+
+def histogram(
+    name: str, les: tuple[float, ...], cumulative: tuple[float, ...], sum_n: tuple[float, float],
+    ts: int, **labels: str,
+) -> Reading:  # fmt: skip
+    """A histogram reading as segments give it: the writer's le set, cumulative counts."""
+    value = HistogramValue(les, cumulative, *sum_n)
+    return Reading("histogram", name, tuple(sorted(labels.items())), value, ts)
 
 
 def lines(store: Store, **kw: bool) -> list[str]:
@@ -64,12 +76,15 @@ def test_max_series_drops_new_series_and_counts_them() -> None:
 
 
 def test_type_conflicts_drop_the_later_kind() -> None:
-    """One name, two types: the first kind seen wins, the other's readings are counted."""
+    """One name, two types: the first kind seen wins, the other's readings are counted.
+
+    The counter ``x`` is ``x_total`` on the page and holds ``x`` too (its OpenMetrics name).
+    """
     store = Store()
     store.ingest("a", [counter("x", 1, 1)])
     assert store.ingest("b", [gauge("x", 5, 1)]) == 0
     assert store.conflicts == 1
-    assert lines(store) == ["x 1"]
+    assert lines(store) == ["x_total 1"]
 
 
 def test_forget_stale_sources() -> None:
@@ -90,7 +105,7 @@ def test_json_round_trip_renders_the_same() -> None:
     """A store rebuilt from its JSON renders byte-for-byte the same page."""
     store = Store()
     store.ingest("a", [counter("c_total", 5, 1), gauge("g", 1.5, 1),
-                       Reading("histogram", "h", (), ({0.5: 2.0}, 0.7, 2.0), 1)])  # fmt: skip
+                       histogram("h", (0.5, 1.0), (2.0, 2.0), (0.7, 3.0), 1)])  # fmt: skip
     store.set_help("g", "A gauge.")
     again = Store()
     again.load_json(store.to_json())
@@ -137,7 +152,7 @@ def test_a_name_two_kinds_claim_keeps_the_first() -> None:
     """Histogram ``h`` then a plain ``h_count`` elsewhere: one ``h_count`` on the page."""
     store = Store()
     heard: list[tuple[str, str]] = []
-    store.ingest("a", [Reading("histogram", "h", (), ({1.0: 2.0}, 1.5, 2.0), 1)])
+    store.ingest("a", [histogram("h", (1.0,), (2.0,), (1.5, 2.0), 1)])
     applied = store.ingest("b", [counter("h_count", 9, 1), counter("h_bucket", 1, 1)],
                            on_conflict=lambda r, held: heard.append((r.family, held)))  # fmt: skip
     assert applied == 0 and store.conflicts == 2
@@ -146,9 +161,9 @@ def test_a_name_two_kinds_claim_keeps_the_first() -> None:
     assert page.count("h_count 2") == 1 and not [x for x in page if x.startswith("h_count 9")]
     store.ingest("c", [counter("x_count", 1, 1)])
     heard.clear()
-    store.ingest("d", [Reading("histogram", "x", (), ({}, 0.0, 0.0), 1)],
+    store.ingest("d", [histogram("x", (), (), (0.0, 0.0), 1)],
                   on_conflict=lambda r, held: heard.append((r.family, held)))  # fmt: skip
-    assert heard == [("x", "the counter x_count")]
+    assert heard == [("x", "the counter x_count_total")]  # a counter's page name
 
 
 def test_one_source_cannot_take_every_other_sources_room() -> None:
@@ -257,11 +272,97 @@ def test_forgotten_series_leave_the_page_and_come_back_once() -> None:
     assert len(store._families["x_total"].order) == 2
 
 
+LES = (0.1, 0.25, 0.5, 1.0)
+
+
+def bucket_lines(store: Store, name: str = "h") -> dict[str, list[tuple[str, float]]]:
+    """Per rendered label set (le left out), the page's ``(le, value)`` bucket lines in order."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for line in lines(store):
+        if line.startswith(name + "_bucket{"):
+            labels, value = line[len(name) + 8 :].rsplit("} ", 1)
+            rest, le = labels.rsplit('le="', 1)
+            out.setdefault(rest.rstrip(","), []).append((le[:-1], float(value)))
+    return out
+
+
+def test_every_source_shows_every_bucket_of_the_family_layout() -> None:
+    """One source busy, one that observed a single value: the same le set on the page."""
+    store = Store()
+    store.ingest("a", [histogram("h", LES, (5.0, 9.0, 12.0, 20.0), (15.0, 22.0), 1, host="a")])
+    store.ingest("b", [histogram("h", LES, (0.0, 0.0, 0.0, 1.0), (0.8, 1.0), 1, host="b")])
+    got = bucket_lines(store)
+    assert [le for le, _ in got['host="a"']] == [le for le, _ in got['host="b"']] == [
+        "0.1", "0.25", "0.5", "1.0", "+Inf"]  # fmt: skip
+    assert got['host="b"'] == [("0.1", 0), ("0.25", 0), ("0.5", 0), ("1.0", 1), ("+Inf", 1)]
+    store.ingest("c", [histogram("h", LES, (1.0, 1.0, 1.0, 1.0), (0.05, 1.0), 1, host="b")])
+    assert bucket_lines(store)['host="b"'] == [
+        ("0.1", 1), ("0.25", 1), ("0.5", 1), ("1.0", 2), ("+Inf", 2)]  # fmt: skip
+
+
+def test_another_le_set_is_projected_exactly_onto_the_family_layout() -> None:
+    """A finer writer (a deploy added bounds), or one whose extra buckets are empty: exact."""
+    store = Store()
+    store.ingest("a", [histogram("h", LES, (1.0, 2.0, 3.0, 4.0), (1.0, 4.0), 1)])
+    finer = (0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 5.0)
+    counts = (0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 4.0)
+    store.ingest("b", [histogram("h", finer, counts, (3.0, 4.0), 1)])
+    coarser = (0.1, 1.0)  # (0.1, 1.0] holds nothing: 0.25 and 0.5 are exact too
+    store.ingest("c", [histogram("h", coarser, (2.0, 2.0), (0.1, 3.0), 1)])
+    assert bucket_lines(store)[""] == [
+        ("0.1", 4), ("0.25", 6), ("0.5", 7), ("1.0", 9), ("+Inf", 11)]  # fmt: skip
+    assert store.layout_conflicts == 0 and store.conflicts == 0
+
+
+def test_a_reading_that_straddles_a_family_bound_is_dropped_counted_and_reported() -> None:
+    """Observations in a bucket around a family bound cannot be placed: reported at the line.
+
+    Not the segment's fault (it is not quarantined); the source's other readings still count.
+    """
+    store = Store()
+    store.ingest("a", [histogram("h", LES, (1.0, 2.0, 3.0, 4.0), (1.0, 4.0), 1)])
+    before = lines(store)
+    text = (b'# TYPE h histogram\nh_bucket{le="0.1"} 1 7\nh_bucket{le="1.0"} 3 7\n'
+            b'h_bucket{le="+Inf"} 3 7\nh_sum 1.2 7\nh_count 3 7\n'
+            b"# TYPE c counter\nc 2 7\n")  # fmt: skip
+    parsed = parse(io.BytesIO(text), path="b.7.prom")
+    store.ingest_segment("b", parsed, 7)
+    assert [str(p) for p in parsed.problems] == [
+        "b.7.prom:6: histogram h reading does not fit the family's bucket layout (the le set of "
+        "the first reading taken): the family's bound le=0.25 falls inside this reading's "
+        "bucket (0.1, 1.0], which holds 2 observations; reading dropped"
+    ]
+    assert parsed.malformed == []
+    assert (store.conflicts, store.layout_conflicts) == (1, 1)
+    assert [x for x in lines(store) if x[0] == "h"] == [x for x in before if x[0] == "h"]
+    assert "c_total 2" in lines(store)
+
+
+def test_a_family_layout_survives_its_snapshot() -> None:
+    """Reloaded, the family keeps its layout: a later reading is projected (or refused) alike."""
+    import json
+
+    store = Store()
+    store.ingest("a", [histogram("h", LES, (1.0, 2.0, 3.0, 4.0), (1.0, 4.0), 1)])
+    data = json.loads(json.dumps(store.to_json()))
+    assert data["families"]["h"]["layout"] == list(LES)
+    again = Store()
+    again.load_json(data)
+    assert again.render() == store.render()
+    finer = (0.1, 0.2, 0.25, 0.5, 1.0)
+    step = [histogram("h", finer, (1.0, 1.0, 2.0, 3.0, 5.0), (2.0, 5.0), 2)]
+    assert again.ingest("a", step) == store.ingest("a", step) == 1
+    assert again.render() == store.render()
+    assert bucket_lines(again)[""][-2:] == [("1.0", 5), ("+Inf", 5)]
+    refused = [histogram("h", (1.0,), (6.0,), (2.0, 6.0), 3)]
+    assert again.ingest("a", refused) == store.ingest("a", refused) == 0
+
+
 def test_histogram_labels_with_escapes_render_as_written() -> None:
     """Quotes, backslashes and line feeds in label values survive into every bucket line."""
     store = Store()
     tricky = 'a"b\\c\nd'
-    store.ingest("a", [Reading("histogram", "h", (("path", tricky),), ({0.5: 2.0}, 0.7, 2.0), 1)])
+    store.ingest("a", [histogram("h", (0.5,), (2.0,), (0.7, 2.0), 1, path=tricky)])
     escaped = 'path="a\\"b\\\\c\\nd"'
     assert lines(store) == [
         f'h_bucket{{{escaped},le="0.5"}} 2',
@@ -276,7 +377,7 @@ def test_moments_with_sums_beyond_a_power_still_render() -> None:
     store = Store()
     store.ingest("a", [Reading("moments", "m", (), MomentsReading(3, 1.0, 1e300, 1e10, 1.0), 1)])
     page = dict(x.split(" ") for x in lines(store))
-    assert page["m_count"] == "3" and page["m_m2"] == "1e+300"
+    assert page["m_count"] == "3" and page["m_sum"] == "3.0" and "m_m2" not in page
     assert float(page["m_skewness"]) == pytest.approx(0.0)
 
 
@@ -301,3 +402,55 @@ def test_the_page_cache_is_per_store_version(tmp_path: Path) -> None:
     store.ingest("a", [counter("x_total", 2, 2)])
     assert "x_total 2\n" in exporter.page()
     assert calls == [True, False]
+
+
+RUST_AND_OURS = (
+    # the Rust crate: counter http_requests, moments without the merge state, HELP unsuffixed
+    b"# HELP http_requests Requests.\n# TYPE http_requests counter\nhttp_requests 4 5\n",
+    # ours: http_requests_total, moments with _m2.._m4
+    b"# TYPE http_requests_total counter\nhttp_requests_total 3 5\n# HELP m_count Sizes.\n"
+    b"# TYPE m_count counter\nm_count 3 5\n# TYPE m_mean gauge\nm_mean 2.0 5\n"
+    b"# TYPE m_variance gauge\nm_variance 1.0 5\n# TYPE m_skewness gauge\nm_skewness 0.0 5\n"
+    b"# TYPE m_kurtosis gauge\nm_kurtosis 1.5 5\n# TYPE m_m2 gauge\nm_m2 2.0 5\n"
+    b"# TYPE m_m3 gauge\nm_m3 0.0 5\n# TYPE m_m4 gauge\nm_m4 2.0 5\n",
+)
+
+
+def test_a_rust_counter_and_ours_are_one_total_series_in_both_formats() -> None:
+    """Rust's ``http_requests`` and our ``http_requests_total`` merge; moments are a summary."""
+    store = Store()
+    for source, text in zip(("rust", "ours"), RUST_AND_OURS, strict=True):
+        parsed = parse(io.BytesIO(text), path=f"{source}.5.prom")
+        store.ingest_segment(source, parsed, 5)
+        assert parsed.problems == []
+    page = store.render()
+    assert "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n" in page
+    assert "\nhttp_requests_total 7\n" in page and "\nhttp_requests " not in page
+    assert "# HELP m Sizes.\n# TYPE m summary\nm_count 3\nm_sum 6.0\n" in page
+    assert "# TYPE m_mean gauge\nm_mean 2.0\n" in page and "m_m2" not in page
+    om = store.render(openmetrics=True)
+    assert "# HELP http_requests Requests.\n# TYPE http_requests counter\n" in om
+    assert "\nhttp_requests_total 7\n" in om and "unknown" not in om
+    assert "# TYPE m summary\nm_count 3\nm_sum 6.0\n" in om and om.endswith("# EOF\n")
+
+
+def test_a_snapshot_from_before_total_names_continues_under_the_new_name() -> None:
+    """A counter family saved as ``jobs`` loads as ``jobs_total`` (help too), and the source's
+    next reading continues it instead of starting a second, frozen family."""
+    import json
+
+    store = Store()
+    store.ingest("a", [counter("jobs_total", 5, 1)])
+    store.set_help("jobs_total", "Jobs.")
+    data = json.loads(json.dumps(store.to_json()))
+    data["families"]["jobs"] = data["families"].pop("jobs_total")
+    data["helps"]["jobs"] = data["helps"].pop("jobs_total")
+    again = Store()
+    again.load_json(data)
+    assert lines(again) == ["jobs_total 5"]
+    again.ingest("a", [counter("jobs", 6, 2)])  # a Rust writer's name for it
+    assert lines(again) == ["jobs_total 6"]
+    assert "# HELP jobs_total Jobs.\n" in again.render()
+    data["families"]["jobs_total"] = data["families"]["jobs"]
+    with pytest.raises(ValueError, match="'jobs' is a counter, now named 'jobs_total'"):
+        Store().load_json(data)

@@ -117,8 +117,8 @@ def test_check_reports_a_name_two_kinds_claim(tmp_path: Path) -> None:
     files, problems = check([tmp_path])
     assert files == 2
     assert problems == [
-        f"{tmp_path / 'b.1000.prom'}:2: h_count is a counter here but the histogram h already "
-        "holds that name on the page; this segment's readings of it are dropped"
+        f"{tmp_path / 'b.1000.prom'}:2: h_count_total is a counter here but the histogram h "
+        "already holds that name on the page; this segment's readings of it are dropped"
     ]
     page, _ = merged_page([tmp_path])
     assert "h_count 1\n" in page and "h_count 5" not in page
@@ -130,3 +130,77 @@ def test_tools_read_a_source_in_time_order_not_name_order(tmp_path: Path) -> Non
     (tmp_path / "x.1000.prom").write_text("# TYPE c_total counter\nc_total 7 1000\n")
     page, problems = merged_page([tmp_path])
     assert "c_total 7\n" in page and problems == []
+
+
+RUST_SEGMENT = (
+    "# HELP http_requests Requests.\n# TYPE http_requests counter\nhttp_requests 5 1000\n"
+    '# TYPE h histogram\n# TYPE h_count counter\nh_bucket{le="1.0000"} 1 1000\n'
+    "h_sum 1 1000\nh_count 1 1000\n# TYPE h_exceeds_max gauge\nh_exceeds_max 2 1000\n"
+    "# TYPE m_count counter\n# TYPE m_mean gauge\nm_count 3 1000\nm_mean 2 1000\n"
+)
+
+
+def test_backfill_names_families_as_the_page_does(tmp_path: Path) -> None:
+    """A Rust counter ``x`` is the counter ``x_total`` (OpenMetrics: family ``x``), a side
+    counter too, a moments count is a summary's; no family is ``unknown``."""
+    (tmp_path / "rust.1000.prom").write_text(RUST_SEGMENT)
+    (tmp_path / "rust.2000.prom").write_text("http_requests 6 2000\n")  # rotated: no TYPE yet
+    lines = timeline([tmp_path])
+    assert lines.problems == []
+    text = lines.render()
+    assert "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\n" in text
+    assert "http_requests_total 5 1000\nhttp_requests_total 6 2000\n" in text
+    assert "# TYPE h_exceeds_max_total counter\nh_exceeds_max_total 2 1000\n" in text
+    assert "# TYPE h histogram\n" in text and "# TYPE m summary\nm_count 3 1000\n" in text
+    om = lines.render(openmetrics=True)
+    assert "# TYPE http_requests counter\nhttp_requests_total 5 1\nhttp_requests_total 6 2\n" in om
+    assert "# TYPE h_exceeds_max counter\nh_exceeds_max_total 2 1\n" in om
+    assert "unknown" not in om and "\nhttp_requests " not in om
+
+
+def test_backfill_leaves_out_a_family_whose_name_another_holds(tmp_path: Path) -> None:
+    """A gauge ``x_total`` beside the counter ``x`` (renamed ``x_total``) is reported and left
+    out; a TYPE contradicting an earlier file's is reported and ignored."""
+    (tmp_path / "a.1000.prom").write_text("# TYPE x counter\nx 1 1000\n")
+    (tmp_path / "b.1000.prom").write_text(
+        "# TYPE x_total gauge\nx_total 2 1000\n# TYPE x gauge\nx 3 1000\n"
+    )
+    lines = timeline([tmp_path])
+    assert [(p.line, p.message) for p in lines.problems] == [
+        (2, "x_total would be the gauge x_total, but the counter x_total holds that name; its "
+            "samples are left out"),
+        (3, "x is a counter in an earlier file; this TYPE gauge is ignored"),
+    ]  # fmt: skip
+    rows = [ln for ln in lines.render().splitlines() if not ln.startswith("#")]
+    assert rows == ["x_total 1 1000", "x_total 3 1000"]
+
+
+def test_two_exporters_pages_sum_by_le_exactly(tmp_path: Path) -> None:
+    """Two hosts, two ``serve``s: their pages list one le set, so ``sum by (le)`` is exact.
+
+    Host a saw three 0.08 s requests, host b one 0.4 s and one 30 s request; before fixed
+    layouts each page listed only its own non-empty buckets and the sum was wrong.
+    """
+    for host, values in (("a", (0.08, 0.08, 0.08)), ("b", (0.4, 30.0))):
+        (tmp_path / host).mkdir()
+        c = Collector()
+        lat = c.register(Histogram("http.seconds"))
+        for x in values:
+            lat.observe(x)
+        with Emitter(Options(prefix=tmp_path / host / "web.")) as e:
+            c.emit(e, T0)
+    sums: dict[str, float] = {}
+    le_sets = []
+    for host in ("a", "b"):
+        page, problems = merged_page([tmp_path / host])
+        assert problems == []
+        les = []
+        for line in page.splitlines():
+            if line.startswith("http_seconds_bucket"):
+                le, value = line.split('le="')[1].split('"} ')
+                les.append(le)
+                sums[le] = sums.get(le, 0.0) + float(value)
+        le_sets.append(les)
+    assert le_sets[0] == le_sets[1] and len(le_sets[0]) == 16
+    assert (sums["0.1"], sums["0.25"], sums["0.5"], sums["30.0"], sums["+Inf"]) == (3, 3, 4, 5, 5)
+    assert sums["0.5"] / sums["+Inf"] == 0.8  # the share of requests <= 0.5 s, exactly

@@ -5,7 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from biometrics import Collector, Counter, Histogram
+from biometrics import DEFAULT_BUCKETS, Collector, Counter, Histogram
 from biometrics.cli import run
 from biometrics.prometheus import Emitter, Options
 
@@ -57,5 +57,38 @@ def test_promtool_creates_blocks_holding_our_samples(tmp_path: Path) -> None:
             buckets.add((labels["le"], key[1], key[2]))
     for key, value in expected.items():
         assert got.get(key) == value, key
-    assert {le for le, _, _ in buckets} == {"0.25", "+Inf"}
-    assert len(buckets) == 2 * 2 * STEPS  # both bounds, per source and step
+    les = {*map(repr, DEFAULT_BUCKETS), "+Inf"}  # every bucket of the layout, empty ones too
+    assert {le for le, _, _ in buckets} == les
+    assert len(buckets) == len(les) * 2 * STEPS  # every bound, per source and step
+
+
+RUST = (
+    "# TYPE http_requests counter\nhttp_requests 5 {t}\n# TYPE h histogram\n"
+    '# TYPE h_count counter\nh_bucket{{le="1.0000"}} 1 {t}\nh_sum 1 {t}\nh_count 1 {t}\n'
+    "# TYPE h_exceeds_max gauge\nh_exceeds_max 2 {t}\n"
+    "# TYPE m_count counter\n# TYPE m_mean gauge\nm_count 3 {t}\nm_mean 2 {t}\n"
+)
+
+
+@needs_prometheus
+def test_promtool_takes_rust_counters_as_x_total(tmp_path: Path) -> None:
+    """A Rust file's counter ``x`` is backfilled as ``x_total``, its moments count under a
+    summary: the OpenMetrics promtool reads is valid and stores those names."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / f"rust.{T0}.prom").write_text(RUST.format(t=T0))
+    out = tmp_path / "backfill.om"
+    assert run(["backfill", str(spool), "--out", str(out)], io.StringIO()) == 0
+    assert PROMTOOL is not None
+    data = tmp_path / "tsdb"
+    create = [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(out), str(data)]
+    made = subprocess.run(create, check=False, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr + made.stdout
+    (data / "wal").mkdir()
+    dump = subprocess.run([PROMTOOL, "tsdb", "dump", str(data)], check=False,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert dump.returncode == 0, dump.stderr
+    names = {re.findall(r'__name__="([^"]*)"', line)[0]: line.split()[-2]
+             for line in dump.stdout.splitlines()}  # fmt: skip
+    assert names == {"http_requests_total": "5", "h_bucket": "1", "h_sum": "1", "h_count": "1",
+                     "h_exceeds_max_total": "2", "m_count": "3", "m_mean": "2"}  # fmt: skip

@@ -85,11 +85,44 @@ def test_names_two_kinds_claim_still_give_a_valid_page(tmp_path: Path) -> None:
     )
     page, problems = merged_page([tmp_path])
     assert sorted(str(p).split(": ", 1)[1][:30] for p in problems) == [
-        "h_bucket is a counter here but",
-        "h_count is a counter here but ",
+        "h_bucket_total is a counter he",
+        "h_count_total is a counter her",
         "moments m reading is incomplet",
     ]
-    assert "h_count 5" not in page and "m_count 9" not in page
+    assert "h_count 5" not in page and "m_count 9" not in page and "_count_total" not in page
     result = check_metrics(page)
     assert result.returncode in (0, 3), result.stderr
     assert "error while linting" not in result.stderr
+
+
+SUFFIX_LINTS = ('should have "_total" suffix', 'should not have "_count" suffix')
+
+
+def test_our_counters_and_moments_draw_no_suffix_lint(tmp_path: Path) -> None:
+    """promtool's lint has no ``_total``/``_count`` remark on our pages, in any writer's names.
+
+    Counters named without ``_total`` (ours, the system and runtime sensors', the collector's
+    own, a Rust file's) and moments: the SlashMetrics page and the merged page both.
+    """
+    from biometrics.exporter.tools import merged_page
+    from biometrics.system import RuntimeSensors, SystemSensors
+
+    collector = busy_collector()
+    collector.register(Counter("jobs.done", help="Jobs.")).count(3)
+    system, runtime = SystemSensors().register(collector), RuntimeSensors().register(collector)
+    system.poll()
+    runtime.poll()
+    page = SlashMetrics()
+    collector.emit(page, 1_726_547_192_000)
+    with Emitter(Options(prefix=tmp_path / "a.")) as e:
+        collector.emit(e, 1_726_547_192_000)
+    rust = Path(__file__).parent.parent / "fixtures" / "rust" / "head"
+    merged, _ = merged_page([tmp_path, *sorted(rust.glob("*.prom"))])
+    for text in (page.render(), merged):
+        assert "# TYPE jobs_done_total counter\n" in text
+        assert "# TYPE app_response_size_bytes summary\n" in text
+        result = check_metrics(text)
+        assert result.returncode in (0, 3), result.stderr
+        complaints = [ln for ln in result.stderr.splitlines() if ln.endswith(SUFFIX_LINTS)]
+        assert complaints == []
+    assert "# TYPE http_requests_total counter\n" in merged  # the Rust crate's http.requests

@@ -68,23 +68,78 @@ def test_interval_must_be_positive() -> None:
 
 
 def test_emits_every_interval_then_once_more_on_stop(tmp_path: Path) -> None:
+    """Periodic emissions, then a final one at stop, each in a finished (readable) segment."""
     collector = Collector()
     hits = collector.register(Counter("hits"))
     emission = emit_every(0.02, collector=collector, options=Options(prefix=tmp_path / "app."))
     hits.count(7)
-    wait_for(lambda: any(v == 7 for vs in samples(tmp_path, "hits").values() for v, _ in vs),
+    wait_for(lambda: any(v == 7 for vs in samples(tmp_path, "hits_total").values() for v, _ in vs),
              "a periodic emission")  # fmt: skip
-    path = emission.path
-    assert path is not None
-    assert Reader.try_open(path) is None  # locked while the thread writes it
     hits.click()
     emission.stop()
     assert emission.path is None
-    values = [v for vs in samples(tmp_path, "hits").values() for v, _ in vs]
+    values = [v for vs in samples(tmp_path, "hits_total").values() for v, _ in vs]
     assert values[-1] == 8  # the final emission
-    with Reader.try_open(path) as reader:  # type: ignore[union-attr]  # finished: unlocked
-        assert reader is not None
+    for path in tmp_path.glob("*.prom"):
+        with Reader.try_open(path) as reader:  # type: ignore[union-attr]  # finished: unlocked
+            assert reader is not None
     emission.stop()  # idempotent
+
+
+def test_each_emission_finishes_its_segment_so_a_reader_takes_it_at_once(tmp_path: Path) -> None:
+    """The segment an emission wrote is unlocked right after it: serve need not wait a rotation.
+
+    One segment per emission, each holding exactly that emission's reading, named in rising
+    order; nothing stays open between emissions (so nothing is left for a fork to inherit).
+    """
+    collector = Collector()
+    hits = collector.register(Counter("hits"))
+    emission = Emission(3600, collector=collector, options=Options(prefix=tmp_path / "app."),
+                        system=False)  # fmt: skip
+    assert emission.finish_each is True
+    for n in (1, 2, 3):
+        hits.click()
+        assert emission.emit() is True
+        assert emission.path is None, "no segment left open after an emission"
+        files = sorted(tmp_path.glob("app.*.prom"), key=lambda f: int(f.name.split(".")[1]))
+        assert len(files) == n
+        reader = Reader.try_open(files[-1])
+        assert reader is not None, "the emission's segment is finished (unlocked)"
+        with reader:
+            got = [
+                s.value for s in parse(reader) if isinstance(s, Sample) and s.name == "hits_total"
+            ]
+        assert got == [n]
+    emission.stop()
+    assert len(list(tmp_path.glob("app.*.prom"))) == 4  # the final emission's own segment
+
+
+def test_finish_each_false_keeps_one_segment_until_flush_interval(tmp_path: Path) -> None:
+    """The opt-out: emissions share one locked segment until ``flush_interval`` rotates it."""
+    collector = Collector()
+    hits = collector.register(Counter("hits"))
+    now = [1_000_000]
+    emission = Emission(
+        3600,
+        collector=collector,
+        options=Options(prefix=tmp_path / "app.", flush_interval=10),
+        system=False,
+        clock=lambda: now[0],
+        finish_each=False,
+    )
+    for _ in range(3):  # 0 s, 4 s, 8 s: all younger than flush_interval
+        hits.click()
+        assert emission.emit() is True
+        now[0] += 4_000
+    path = emission.path
+    assert path is not None and len(list(tmp_path.glob("*.prom"))) == 1
+    assert Reader.try_open(path) is None, "still locked: a reader must wait for rotation"
+    assert emission.emit() is True  # 12 s: rotates, finishing the first segment
+    with Reader.try_open(path) as reader:  # type: ignore[union-attr]
+        assert reader is not None
+    assert emission.path is not None and emission.path != path
+    emission.stop()
+    assert emission.path is None
 
 
 def test_system_sensors_are_registered_and_refreshed(tmp_path: Path) -> None:
@@ -93,7 +148,7 @@ def test_system_sensors_are_registered_and_refreshed(tmp_path: Path) -> None:
         pass
     got = samples(tmp_path, "process_resident_memory_bytes")
     assert next(v for vs in got.values() for v, _ in vs) > 0
-    utime = [v for vs in samples(tmp_path, "biometrics_sys_utime").values() for v, _ in vs]
+    utime = [v for vs in samples(tmp_path, "biometrics_sys_utime_total").values() for v, _ in vs]
     assert utime and utime[0] > 0
 
 
@@ -121,8 +176,8 @@ def test_failures_are_counted_logged_once_and_retried(
     assert emission.emit() is True  # retried: the next emission simply works
     emission.stop()
     text = "".join(p.read_text() for p in spool.glob("*.prom"))
-    assert "hits 1 " in text
-    assert 'biometrics_emit_failure{kind="ENOENT"} 2 ' in text
+    assert "hits_total 1 " in text
+    assert 'biometrics_emit_failure_total{kind="ENOENT"} 2 ' in text
 
 
 def test_a_sensor_that_raises_never_reaches_the_host(tmp_path: Path) -> None:
@@ -153,7 +208,8 @@ hits = c.register(b.Counter("hits"))
 h = c.register(b.Histogram("latency"))
 hits.count(5)
 h.observe(1.0)
-em = emit_every(0.02, collector=c, options=Options.per_process(spool, "web", host="h"))
+em = emit_every(0.02, collector=c, options=Options.per_process(spool, "web", host="h"),
+                finish_each=False)  # a segment stays open: the child must not write it
 deadline = time.monotonic() + 10
 while em.path is None and time.monotonic() < deadline:
     time.sleep(0.005)
@@ -174,7 +230,7 @@ def test_fork_child_writes_its_own_source_and_never_the_parents_segment(tmp_path
     assert done.returncode == 0, done.stderr
     parent, child, status = (int(x) for x in done.stdout.split())
     assert status == 0
-    got = samples(tmp_path, "hits")
+    got = samples(tmp_path, "hits_total")
     mine = {n: v for n, v in got.items() if n.startswith(f"web.h.{parent}.")}
     theirs = {n: v for n, v in got.items() if n.startswith(f"web.h.{child}.")}
     assert mine and theirs and len(mine) + len(theirs) == len(got)
@@ -217,7 +273,7 @@ def test_multiprocessing_children_emit_on_their_way_out(tmp_path: Path) -> None:
     done = run_script(MULTIPROCESSING, str(tmp_path))
     assert done.returncode == 0, done.stderr
     pids = done.stdout.split()[0].split(",")
-    got = samples(tmp_path, "jobs")
+    got = samples(tmp_path, "jobs_total")
     finals = {pid: [v for n, vs in got.items() if n.startswith(f"batch.{pid}.") for v, _ in vs]
               for pid in pids}  # fmt: skip
     assert sorted(vs[-1] for vs in finals.values()) == [10, 20, 30]
@@ -236,7 +292,7 @@ emit_every(3600, collector=c, options=Options(prefix=sys.argv[1] + "/job."), sys
 def test_interpreter_exit_emits_once_more(tmp_path: Path) -> None:
     done = run_script(AT_EXIT, str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert [v for vs in samples(tmp_path, "done").values() for v, _ in vs] == [42]
+    assert [v for vs in samples(tmp_path, "done_total").values() for v, _ in vs] == [42]
     assert os.listdir(tmp_path) == [p.name for p in tmp_path.glob("job.*.prom")]
 
 
@@ -266,7 +322,7 @@ def test_a_full_disk_is_counted_and_the_next_emission_recovers(tmp_path: Path) -
     texts = [p.read_text() for p in sorted(tmp_path.glob("app.*.prom"))]
     assert len(texts) >= 2, "the failed segment was abandoned and a new one started"
     last = texts[-1]
-    assert 'biometrics_emit_failure{kind="EFBIG"} 2 ' in last
+    assert 'biometrics_emit_failure_total{kind="EFBIG"} 2 ' in last
     for path in tmp_path.glob("app.*.prom"):
         with open(path, "rb") as f:
             parsed = Parse(f)

@@ -97,7 +97,7 @@ def test_a_failing_registry_never_reaches_the_host(tmp_path: Path) -> None:
     assert emission.emit() is False
     emission.stop()
     text = "".join(p.read_text() for p in tmp_path.glob("*.prom"))
-    assert 'biometrics_emit_failure{kind="RuntimeError"} ' in text
+    assert 'biometrics_emit_failure_total{kind="RuntimeError"} ' in text
     assert "biometrics_collector_emit_counter" in text, "the collector still emitted"
 
 
@@ -115,4 +115,52 @@ def test_emit_every_writes_bridged_and_native_readings_at_one_time(tmp_path: Pat
         pass
     text = "".join(p.read_text() for p in tmp_path.glob("*.prom"))
     assert f'http_requests_total{{path="/a"}} 3.0 {T0}\n' in text
-    assert f"biometrics_prometheus_emit_segments 1 {T0}\n" in text
+    assert f"biometrics_prometheus_emit_segments_total 1 {T0}\n" in text
+
+
+def test_declared_buckets_survive_to_the_merged_page_empty_ones_included(tmp_path: Path) -> None:
+    """The SLO bucket ``le="0.25"`` stays on the page even when nothing fell in it.
+
+    Two processes, one of which observed nothing below 1 s: both list every declared bucket,
+    so ``sum by (le)`` sees one le set; a bound of 1e6 is written as we write it.
+    """
+    for i, values in ((1, (0.05, 0.5, 2.0)), (2, (3.0,))):
+        r = CollectorRegistry()
+        h = prometheus_client.Histogram("slo_seconds", "SLO.", buckets=(0.1, 0.25, 1.0, 1e6),
+                                        registry=r)  # fmt: skip
+        for x in values:
+            h.observe(x)
+        emit(r, tmp_path / f"w{i}.", T0 + i)
+    page, problems = merged_page([tmp_path])
+    assert problems == []
+    buckets = [line for line in page.splitlines() if line.startswith("slo_seconds_bucket")]
+    assert buckets == [
+        'slo_seconds_bucket{le="0.1"} 1',
+        'slo_seconds_bucket{le="0.25"} 1',
+        'slo_seconds_bucket{le="1.0"} 2',
+        'slo_seconds_bucket{le="1000000.0"} 4',
+        'slo_seconds_bucket{le="+Inf"} 4',
+    ]
+    text = "".join(p.read_text() for p in tmp_path.glob("w2.*.prom"))
+    assert 'slo_seconds_bucket{le="0.25"} 0.0' in text  # the idle process's empty bucket too
+
+
+def test_multiprocess_mode_becomes_the_gauges_merge_declaration(tmp_path: Path) -> None:
+    """livesum sums, and an ended worker's value leaves; 'all', the default, declares nothing."""
+    for worker, value in ((1, 2), (2, 5)):
+        r = CollectorRegistry()
+        prometheus_client.Gauge("in_flight", "In flight.", registry=r,
+                                multiprocess_mode="livesum").set(value)  # fmt: skip
+        prometheus_client.Gauge("plain", "Plain.", registry=r).set(value)
+        with Emitter(Options(prefix=tmp_path / f"w{worker}.")) as e:
+            PrometheusClientBridge(r).emit(e, T0 + worker)
+            if worker == 1:
+                e.end()
+    text = (tmp_path / f"w1.{T0 + 1}.prom").read_text()
+    assert "# HELP in_flight In flight.\n# MERGE in_flight sum live\n# TYPE in_flight" in text
+    assert "MERGE plain" not in text
+    page, problems = merged_page([tmp_path])
+    assert problems == []
+    got = samples(page)
+    assert got[("in_flight", ())] == 5  # worker 1 ended: only the live worker's value
+    assert got[("plain", ())] == 5  # undeclared: the latest reading

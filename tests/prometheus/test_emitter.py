@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from biometrics import Collector, Counter, Gauge, Histogram, InvalidValueError
+from biometrics import DEFAULT_BUCKETS, Collector, Counter, Gauge, Histogram, InvalidValueError
 from biometrics.exporter import Store
 from biometrics.prometheus import (
     Emitter,
@@ -47,10 +47,10 @@ def test_segment_name_content_and_metadata_once_per_family(tmp_path: Path) -> No
         assert e.path == str(tmp_path / "app.1000.prom")
     assert [p.name for p in segments(tmp_path)] == ["app.1000.prom"]
     assert (tmp_path / "app.1000.prom").read_text() == (
-        "# HELP app_requests Requests.\n"
-        "# TYPE app_requests counter\n"
-        "app_requests 2 1000\n"
-        "app_requests 3 1001\n"
+        "# HELP app_requests_total Requests.\n"
+        "# TYPE app_requests_total counter\n"
+        "app_requests_total 2 1000\n"
+        "app_requests_total 3 1001\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["app.1000.prom"]  # no temporary left
 
@@ -108,7 +108,7 @@ def test_segment_is_locked_while_written_for_other_processes_and_threads(tmp_pat
     assert probe_other_process(path) == "free"
     assert probe_other_thread(path) == "free"
     with Reader.open(path) as r:
-        assert r.read() == b"# TYPE c counter\nc 0 5\n"
+        assert r.read() == b"# TYPE c_total counter\nc_total 0 5\n"
 
 
 RUST_STYLE_LOCK = """
@@ -225,7 +225,7 @@ def test_segments_get_0644_by_default_and_the_directory_is_untouched(tmp_path: P
 def test_options_validate_and_accept_timedelta() -> None:
     """Bad options fail at construction with a clear error."""
     assert Options(flush_interval=timedelta(minutes=1)).flush_interval == 60.0
-    assert Options().flush_interval_ms == 30_000
+    assert Options().flush_interval_ms == 10_000  # emit_every's default interval
     for bad in ({"flush_interval": 0}, {"segment_size": 0}, {"prefix": "spool/"}):
         with pytest.raises(InvalidValueError):
             Options(**bad)  # type: ignore[arg-type]
@@ -285,16 +285,19 @@ def test_create_errors_are_segment_errors(tmp_path: Path) -> None:
 
 
 def test_histograms_round_trip_through_a_segment(tmp_path: Path) -> None:
-    """What the emitter writes, the parser reads back exactly."""
+    """What the emitter writes, the parser reads back exactly: every bucket, empty ones too."""
     h = Histogram("lat", labels={"route": "/x"})
-    for x in (0.0042, 0.0042, 0.3, 7.0):
+    for x in (0.0042, 0.0042, 0.3, 7.0, 90.0):
         h.observe(x)
     with Emitter(Options(prefix=tmp_path / "h.")) as e:
         e.emit_histogram(h, 77)
     got = {(s.name, s.labels): s.value for s in read_samples(tmp_path / "h.77.prom")}
-    assert got[("lat_bucket", (("le", "0.0042"), ("route", "/x")))] == 2
-    assert got[("lat_bucket", (("le", "+Inf"), ("route", "/x")))] == 4
-    assert got[("lat_sum", (("route", "/x"),))] == 0.0042 * 2 + 0.3 + 7.0
+    buckets = {dict(labels)["le"]: v for (name, labels), v in got.items() if name == "lat_bucket"}
+    assert list(buckets) == [*map(repr, DEFAULT_BUCKETS), "+Inf"]
+    assert (buckets["0.0025"], buckets["0.005"], buckets["0.25"], buckets["0.5"]) == (0, 2, 2, 3)
+    assert (buckets["60.0"], buckets["+Inf"]) == (4, 5)
+    assert got[("lat_sum", (("route", "/x"),))] == 0.0042 * 2 + 0.3 + 7.0 + 90.0
+    assert got[("lat_count", (("route", "/x"),))] == 5
 
 
 FORKED_EMITTER = """
@@ -309,7 +312,7 @@ pid = os.fork()
 if pid == 0:
     c.count(100)
     e.emit_counter(c, 2000)
-    sys.exit(0)  # the exit-time finalizer finishes the *child's* segment only
+    sys.exit(0)  # the exit-time finalizer finishes (and ends) the *child's* segment only
 os.waitpid(pid, 0)
 e.emit_counter(c, 3000)
 e.close()
@@ -322,8 +325,12 @@ def test_a_forked_child_never_writes_the_parents_segment(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     _, child = done.stdout.split()
-    assert (tmp_path / "app.1000.prom").read_text().splitlines()[-2:] == ["c 5 1000", "c 5 3000"]
-    assert (tmp_path / f"app.{child}.2000.prom").read_text().splitlines()[-1] == "c 105 2000"
+    assert (tmp_path / "app.1000.prom").read_text().splitlines()[-2:] == [
+        "c_total 5 1000", "c_total 5 3000"
+    ]  # fmt: skip
+    assert (tmp_path / f"app.{child}.2000.prom").read_text().splitlines()[-2:] == [
+        "c_total 105 2000", "# END"  # the child exited cleanly: its live gauges may go
+    ]  # fmt: skip
     assert len(segments(tmp_path)) == 2
 
 
@@ -349,7 +356,7 @@ def test_two_emissions_in_one_millisecond_get_two_increasing_stamps(tmp_path: Pa
         collector.emit(e, 1000)
         events.count(7)
         collector.emit(e, 1000)
-    assert stamps_of(tmp_path, "events") == [
+    assert stamps_of(tmp_path, "events_total") == [
         ("app.1000.prom", 1000, 5),
         ("app.1000.prom", 1001, 12),
     ]
@@ -357,7 +364,8 @@ def test_two_emissions_in_one_millisecond_get_two_increasing_stamps(tmp_path: Pa
     store = Store()
     with open(tmp_path / "app.1000.prom", "rb") as f:
         store.ingest_segment("app", Parse(f), 1000)
-    assert "\nevents 12\n" in store.render()  # a reader keeps only readings newer than the last
+    # a reader keeps only readings newer than the last
+    assert "\nevents_total 12\n" in store.render()
 
 
 def test_a_clock_stepping_back_never_moves_stamps_or_segment_names_back(tmp_path: Path) -> None:
@@ -368,7 +376,7 @@ def test_a_clock_stepping_back_never_moves_stamps_or_segment_names_back(tmp_path
         for now in (5000, 4000, 4000, 6000, 5999):
             c.click()
             collector.emit(e, now)
-    got = stamps_of(tmp_path, "c")
+    got = stamps_of(tmp_path, "c_total")
     assert got == [
         ("app.5000.prom", 5000, 1), ("app.5001.prom", 5001, 2), ("app.5002.prom", 5002, 3),
         ("app.6000.prom", 6000, 4), ("app.6001.prom", 6001, 5),
@@ -407,8 +415,8 @@ def test_one_emissions_lines_share_one_stamp(tmp_path: Path) -> None:
     for s in read_samples(tmp_path / "app.1000.prom"):
         by_stamp.setdefault(s.timestamp_ms or 0, set()).add(s.name)
     assert sorted(by_stamp) == [1000, 1001, 1002]
-    assert by_stamp[1001] == by_stamp[1000] | {"bridged"}
-    assert by_stamp[1002] == by_stamp[1000] | {"late"}
+    assert by_stamp[1001] == by_stamp[1000] | {"bridged_total"}
+    assert by_stamp[1002] == by_stamp[1000] | {"late_total"}
 
 
 def test_direct_emits_without_flush_never_go_backwards(tmp_path: Path) -> None:
@@ -419,7 +427,9 @@ def test_direct_emits_without_flush_never_go_backwards(tmp_path: Path) -> None:
             e.emit_counter(c, now)
         e.flush()
         e.emit_counter(c, 1003)
-    assert [t for _, t, _ in stamps_of(tmp_path, "c")] == [1000, 1000, 1001, 1001, 1001, 1003, 1004]
+    assert [t for _, t, _ in stamps_of(tmp_path, "c_total")] == [
+        1000, 1000, 1001, 1001, 1001, 1003, 1004
+    ]  # fmt: skip
 
 
 # -- creation: someone else takes or locks our temporary file ------------------------------------
@@ -479,7 +489,7 @@ def test_a_stolen_or_locked_temporary_is_retried_under_a_fresh_name(
         for fd in held:
             os.close(fd)
     assert [(s.name, s.timestamp_ms) for s in read_samples(tmp_path / "app.1000.prom")] == [
-        ("c", 1000)
+        ("c_total", 1000)
     ]
     assert hidden_temps(tmp_path) == []
 
@@ -555,7 +565,7 @@ def test_emits_survive_a_watcher_that_takes_hidden_temporaries(tmp_path: Path) -
         for name, data in taken.items()
         if name.endswith(".prom")
         for s in parse([data])
-        if isinstance(s, Sample) and s.name == "c"
+        if isinstance(s, Sample) and s.name == "c_total"
     )
     assert readings == [(now, now - 999) for now in range(1000, 1300)]
     assert hidden_temps(tmp_path) == []

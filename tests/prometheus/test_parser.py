@@ -197,3 +197,28 @@ def test_atheris_finds_no_crash_or_slow_input(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Done" in done.stderr or "DONE" in done.stderr, done.stderr[-2000:]
+
+
+def test_merge_and_end_lines_are_metadata() -> None:
+    """# MERGE before a gauge's TYPE, # END last: both reach the reader, in file order."""
+    text = (b"# MERGE queue.depth sum live\n# TYPE queue_depth gauge\nqueue_depth 3 10\n"
+            b"# MERGE temp max\n# a plain comment\n#\tEND \n")  # fmt: skip
+    p = parse(io.BytesIO(text))
+    meta = [(i.kind, i.name, i.text) for i in p if isinstance(i, Metadata)]
+    assert meta == [("MERGE", "queue_depth", "sum live"), ("TYPE", "queue_depth", "gauge"),
+                    ("MERGE", "temp", "max"), ("END", "", "")]  # fmt: skip
+    assert p.problems == []
+
+
+@pytest.mark.parametrize("line", [b"# MERGE g avg", b"# MERGE g", b"# MERGE g sum forever"])
+def test_an_unknown_merge_declaration_is_reported_but_not_malformed(line: bytes) -> None:
+    """A newer writer's mode must not quarantine its segment: reported, skipped, rest kept."""
+    p = parse(io.BytesIO(line + b"\ng 1 10\n"), path="seg.prom")
+    items = list(p)
+    assert [i.name for i in items if isinstance(i, Sample)] == ["g"]
+    assert not any(isinstance(i, Metadata) for i in items)
+    assert [str(e) for e in p.problems] == [
+        f"seg.prom:1: unknown merge declaration {line[10:].decode()!r} for g (expected one of "
+        "latest, sum, max, min, all, optionally followed by 'live'); serve's rules apply"
+    ]
+    assert p.malformed == []

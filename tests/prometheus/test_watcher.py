@@ -76,7 +76,7 @@ def test_watch_reacts_to_new_segments_and_stops(tmp_path: Path) -> None:
         e.emit_counter(Counter("c"), 1)
     t.join(timeout=30)
     assert not t.is_alive()
-    assert got == ["# TYPE c counter\nc 0 1\n"]
+    assert got == ["# TYPE c_total counter\nc_total 0 1\n"]
 
 
 CONSUMER = """

@@ -121,10 +121,11 @@ class _SelfMetrics(SensorSet):
 
     def sync_store(self, store: Store) -> None:
         with store.lock:
-            self.dropped.count(store.dropped_series - self.dropped.read())
+            # (int(): these are only ever count()ed, so their reads are whole)
+            self.dropped.count(store.dropped_series - int(self.dropped.read()))
             share = store.dropped["max_series_per_source"]
-            self.dropped_share.count(share - self.dropped_share.read())
-            self.conflicts.count(store.conflicts - self.conflicts.read())
+            self.dropped_share.count(share - int(self.dropped_share.read()))
+            self.conflicts.count(store.conflicts - int(self.conflicts.read()))
             self.series.set(store.series_count())
             self.entries.set(store.entries)
             self.sources.set(store.source_count())

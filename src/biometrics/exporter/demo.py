@@ -37,11 +37,14 @@ def worker(spool: str, job: str, seed: int, emit_every: float, lifetime: float |
     rng = random.Random(seed)
     parent = os.getppid()
     collector = Collector()
-    requests = Family(Counter, "http.requests_total", ("route", "code"),
+    # The README's convention: dotted labels, no _total (a counter's page name gets it).
+    requests = Family(Counter, "http.requests", ("route", "code"),
                       help="Requests served.", collector=collector)  # fmt: skip
-    latency = Family(Histogram, "http.request.duration_seconds", ("route",),
+    latency = Family(Histogram, "http.request.duration.seconds", ("route",),
                      help="Request latency.", collector=collector)  # fmt: skip
-    in_flight = collector.register(Gauge("http.in_flight", help="Requests in progress."))
+    in_flight = collector.register(  # declared: serve adds the workers' values up
+        Gauge("http.in_flight", help="Requests in progress.", merge="sum", live_only=True)
+    )
     size = collector.register(Moments("http.response.bytes", help="Response body size."))
     options = Options.per_process(spool, job, flush_interval=emit_every)
     started = time.monotonic()
@@ -58,6 +61,7 @@ def worker(spool: str, job: str, seed: int, emit_every: float, lifetime: float |
             if lifetime is not None and time.monotonic() - started >= lifetime:
                 break
             time.sleep(emit_every)
+        emitter.end()  # a clean stop: serve drops this worker's in-flight value at once
 
 
 def start_workers(

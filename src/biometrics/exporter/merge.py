@@ -19,7 +19,11 @@ The record layout (one object per series) is :mod:`biometrics.exporter.series`'s
 from __future__ import annotations
 
 import math
-from typing import Any
+from bisect import bisect_right
+from collections.abc import Iterator
+from itertools import repeat
+from operator import add, sub
+from typing import Any, NamedTuple
 
 from ..moments import MomentsReading
 from .series import Part, Series, as_list, as_number, total
@@ -33,12 +37,27 @@ __all__ = [
     "MomentsSeries",
     "Part",
     "Series",
+    "project",
 ]
 
 GAUGE_MODES = ("sum", "min", "max", "latest", "all")
 
-HistogramValue = tuple[dict[float, float], float, float]
-"""(per-bucket counts keyed by finite upper bound, non-cumulative; sum; count)."""
+
+class HistogramValue(NamedTuple):
+    """One histogram reading as the exporter holds it (a tuple: millions are held).
+
+    ``bounds`` are the finite ``le`` listed, ascending: the writer's layout as read from a
+    segment, the family's once the store has taken it (:func:`project`).  ``cumulative[i]``
+    counts observations ``<= bounds[i]``, ``n`` all of them (the ``+Inf`` bucket, ``_count``).
+    Cumulative, not per bucket: it is what a page shows and what a projection reads, and the
+    cumulative counts of a merge are the sums of the sources' cumulative counts.
+    """
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[float, ...]
+    sum: float
+    n: float
+
 
 _MAX_COUNT = 2**53
 
@@ -137,104 +156,152 @@ class GaugeSeries(Series):
         else:
             self.value = max(parts, key=lambda p: p[3])[1]
 
+    def remode(self, mode: str) -> None:
+        """Merge by ``mode`` from now on, the values held included (a declaration changed)."""
+        self.mode = mode
+        self._exact()
+
     def _decode_b(self, v: Any, what: str) -> Any:
         if v is not None:
             raise ValueError(f"{what}: expected null, got {v!r:.40}")
         return None
 
 
-def _add_into(target: dict[float, float], buckets: dict[float, float], sign: float) -> None:
-    for le, n in buckets.items():
-        v = target.get(le, 0.0) + sign * n
-        if v:
-            target[le] = v
-        else:
-            target.pop(le, None)
+def _plus(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, ...]:
+    """Bucket-wise sum; ``()`` is all zero (an empty histogram of any layout)."""
+    if not b:
+        return a
+    if not a:
+        return b
+    return tuple(map(add, a, b))
 
 
-_NO_COUNTS: HistogramValue = ({}, 0.0, 0.0)
-"""An empty histogram, shared: never mutated (merges copy before adding)."""
+def _minus(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, ...]:
+    if not b:
+        return a
+    return tuple(map(sub, a or (0.0,) * len(b), b))
+
+
+def _together(a: HistogramValue, b: HistogramValue) -> HistogramValue:
+    return HistogramValue(b.bounds or a.bounds, _plus(a.cumulative, b.cumulative),
+                          a.sum + b.sum, a.n + b.n)  # fmt: skip
+
+
+_NO_COUNTS = HistogramValue((), (), 0.0, 0.0)
+"""An empty histogram of any layout, shared (values are immutable)."""
+
+
+def project(value: HistogramValue, layout: tuple[float, ...]) -> HistogramValue | str:
+    """``value`` on ``layout`` (a family's), or why that cannot be done exactly.
+
+    The cumulative count at each bound of ``layout`` is the reading's at the largest listed
+    ``le`` <= that bound.  That is exact when the bound is listed, or when the reading's bucket
+    the bound falls inside is empty; otherwise the observations in that bucket may lie on
+    either side of the bound, and the reading cannot be shown in this layout.
+    """
+    bounds = value.bounds
+    if bounds is layout:
+        return value
+    if bounds == layout:
+        return value._replace(bounds=layout)
+    cumulative, count = value.cumulative, value.n
+    last = len(bounds) - 1
+    out: list[float] = []
+    for bound in layout:  # bounded by the layout
+        i = bisect_right(bounds, bound) - 1
+        below = cumulative[i] if i >= 0 else 0.0
+        if i < 0 or bounds[i] != bound:
+            above = cumulative[i + 1] if i < last else count
+            if above != below:
+                lo = f"{bounds[i]!r}" if i >= 0 else "-Inf"
+                hi = f"{bounds[i + 1]!r}" if i < last else "+Inf"
+                return (f"the family's bound le={bound!r} falls inside this reading's bucket "
+                        f"({lo}, {hi}], which holds {above - below:.0f} observations")  # fmt: skip
+        out.append(below)
+    return HistogramValue(layout, tuple(out), value.sum, count)
 
 
 class HistogramSeries(Series):
-    """Bucket-wise sum over sources; each source's buckets may differ (they are unioned)."""
+    """Bucket-wise sum over sources, in the family's layout (readings are projected onto it).
 
-    __slots__ = ("buckets", "count", "sum")
+    A series fed by one source shares that source's cumulative tuple: no copy per reading.
+    """
+
+    __slots__ = ("count", "cumulative", "layout", "sum")
     kind = "histogram"
 
-    def __init__(self, labels: str = "") -> None:
+    def __init__(self, labels: str = "", layout: tuple[float, ...] = ()) -> None:
         super().__init__(labels)
-        self.buckets: dict[float, float] = {}
+        self.layout = layout
+        """The family's layout: the finite ``le`` every reading here has been projected onto."""
+        self.cumulative: tuple[float, ...] = ()
+        """Merged cumulative counts at each bound of ``layout``; ``()`` while all are zero."""
         self.sum = 0.0
         self.count = 0.0
-
-    def _add(self, value: HistogramValue, sign: float) -> None:
-        _add_into(self.buckets, value[0], sign)
-        self.sum += sign * value[1]
-        self.count += sign * value[2]
 
     def update(self, source: str, value: Any, ts: int) -> bool:
         c = self._get(source)
         if c is None:
             self._set(source, _NO_COUNTS, value, ts)
+            if self.more is not None:
+                self._add(value, _NO_COUNTS)
         else:
             base, last, t = c
             if ts <= t:
                 return False
-            if value[2] < last[2]:
-                merged = dict(base[0])
-                _add_into(merged, last[0], 1.0)
-                base = (merged, base[1] + last[1], base[2] + last[2])
+            if value.n < last.n:  # the source restarted: keep what it had counted
+                base = _together(base, last)
+                self._set(source, base, value, ts)
+                if self.more is not None:
+                    self._add(value, _NO_COUNTS)
             else:
-                self._add(last, -1.0)
-            self._set(source, base, value, ts)
-        self._add(value, 1.0)
-        self.ts = max(self.ts, ts)
-        if not math.isfinite(self.sum + self.count):
+                self._set(source, base, value, ts)
+                if self.more is not None:
+                    self._add(value, last)
+        # One source: its own base + last, sharing its tuple when base is empty.
+        if self.more is None or not math.isfinite(self.sum + self.count):
             self._exact()
+        self.ts = max(self.ts, ts)
         return True
+
+    def _add(self, value: HistogramValue, minus: HistogramValue) -> None:
+        self.cumulative = _minus(_plus(self.cumulative, value.cumulative), minus.cumulative)
+        self.sum += value.sum - minus.sum
+        self.count += value.n - minus.n
 
     def _retire(self, contribution: tuple[Any, Any, int]) -> None:
         retired = self._get("")
         base = _NO_COUNTS if retired is None else retired[0]
-        buckets, s, n = dict(base[0]), base[1], base[2]
-        for part in contribution[:2]:
-            _add_into(buckets, part[0], 1.0)
-            s, n = s + part[1], n + part[2]
-        self._set("", (buckets, s, n), _NO_COUNTS, 0)
+        base = _together(_together(base, contribution[0]), contribution[1])
+        self._set("", base, _NO_COUNTS, 0)
 
     def _exact(self) -> None:
-        self.buckets, self.count = {}, 0.0
+        cumulative: tuple[float, ...] = ()
+        count = 0.0
         parts = self.parts()
         for _, base, last, _ in parts:
-            self._add((base[0], 0.0, base[2]), 1.0)
-            self._add((last[0], 0.0, last[2]), 1.0)
-        self.sum = total(v[1] for p in parts for v in p[1:3])
+            cumulative = _plus(_plus(cumulative, base.cumulative), last.cumulative)
+            count += base.n + last.n
+        self.cumulative, self.count = cumulative, count
+        self.sum = total(v.sum for p in parts for v in p[1:3])
         self.ts = self._newest()
 
-    def cumulative(self) -> list[tuple[float, float]]:
-        """Ascending ``(le, cumulative count)`` over the non-empty buckets."""
-        out, running = [], 0.0
-        for le in sorted(self.buckets):
-            running += self.buckets[le]
-            out.append((le, running))
-        return out
+    def buckets(self) -> Iterator[tuple[float, float]]:
+        """``(le, cumulative count)`` for every bound of the layout, empty buckets included."""
+        return zip(self.layout, self.cumulative or repeat(0.0), strict=False)
 
     def _encode(self, v: HistogramValue) -> Any:
-        return [[[le, n] for le, n in v[0].items()], v[1], v[2]]
+        return [list(v.cumulative), v.sum, v.n]
 
     def _decode(self, v: Any, what: str) -> HistogramValue:
         raw, s, n = as_list(v, what, 3)
-        if type(raw) is not list:
-            raise ValueError(f"{what}: buckets: expected a list of [le, count]")
-        buckets: dict[float, float] = {}
-        for pair in raw:  # bounded by the list
-            le, count = as_list(pair, f"{what}: bucket", 2)
-            le = as_number(le, f"{what}: bucket le")
-            if not math.isfinite(le) or le in buckets:
-                raise ValueError(f"{what}: bucket le {le!r} is not finite, or repeated")
-            buckets[le] = as_number(count, f"{what}: bucket {le!r}")
-        return buckets, as_number(s, f"{what}: sum"), as_number(n, f"{what}: count")
+        if type(raw) is not list or (raw and len(raw) != len(self.layout)):
+            raise ValueError(f"{what}: cumulative: expected a list of {len(self.layout)} counts "
+                             "(one per bound of the family's layout) or []")  # fmt: skip
+        cumulative = tuple(as_number(x, f"{what}: cumulative") for x in raw)
+        total_ = as_number(s, f"{what}: sum")
+        return HistogramValue(self.layout if raw else (), cumulative, total_,
+                              as_number(n, f"{what}: count"))  # fmt: skip
 
 
 _EMPTY = MomentsReading()

@@ -14,7 +14,6 @@ built at a time (``Store.render_lock``): the family order is the builder's alone
 
 from __future__ import annotations
 
-import math
 import operator
 import re
 import threading
@@ -22,15 +21,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from .._labels import LabelPairs
-from ..moments import MomentsReading
 from ..prometheus._text import (
-    MOMENTS_SUFFIXES,
+    MOMENTS_PAGE,
     Family,
     format_count,
     format_value,
     histogram_samples,
     metadata_lines,
-    moments_values,
+    moments_page_samples,
     openmetrics_timestamp,
     render_labels,
     sample_line,
@@ -71,11 +69,13 @@ def label_pairs(text: str) -> LabelPairs:
 class FamilyTable:
     """One family's series by label text, plus what the page builder needs between scrapes."""
 
-    __slots__ = ("added", "kind", "mode", "order", "series")
+    __slots__ = ("added", "kind", "layout", "mode", "order", "series")
 
-    def __init__(self, kind: str, mode: str) -> None:
+    def __init__(self, kind: str, mode: str, layout: tuple[float, ...] = ()) -> None:
         self.kind = kind
         self.mode = mode
+        self.layout = layout
+        """A histogram family's ``le`` set (finite bounds), fixed by its first reading."""
         self.series: dict[str, Series] = {}
         self.added: list[Series] = []
         """Series created since the last page (written under the store lock)."""
@@ -86,23 +86,13 @@ class FamilyTable:
         """A new, empty series under ``labels`` (the caller adds its first reading)."""
         if self.kind == "gauge":
             series: Series = GaugeSeries(self.mode, labels)
+        elif self.kind == "histogram":
+            series = HistogramSeries(labels, self.layout)
         else:
             series = _KINDS[self.kind](labels)
         self.series[labels] = series
         self.added.append(series)
         return series
-
-
-def _moments_values(r: MomentsReading) -> list[tuple[str, str, float | int]]:
-    try:
-        return moments_values(r)
-    except OverflowError:  # the skewness's m2**1.5 is beyond a float (m2 above ~1e205)
-        m2 = r.m2  # positive: the power is taken only then
-        skewness = math.sqrt(r.n) * r.m3 / (m2 * math.sqrt(m2))
-        return [("_count", "counter", r.n), ("_mean", "gauge", r.mean()),
-                ("_variance", "gauge", r.variance()), ("_skewness", "gauge", skewness),
-                ("_kurtosis", "gauge", r.kurtosis()), ("_m2", "gauge", m2),
-                ("_m3", "gauge", r.m3), ("_m4", "gauge", r.m4)]  # fmt: skip
 
 
 def series_text(name: str, series: Series) -> str | tuple[str, ...]:
@@ -113,16 +103,15 @@ def series_text(name: str, series: Series) -> str | tuple[str, ...]:
     if isinstance(series, GaugeSeries):
         return sample_line((name, labels, format_value(series.value)))
     if isinstance(series, HistogramSeries):
-        samples = histogram_samples(
-            name, label_pairs(labels), series.cumulative(), series.count, series.sum
+        samples = histogram_samples(  # every bucket of the family's layout, empty ones too
+            name, label_pairs(labels), series.buckets(), series.count, series.sum
         )
         return "".join(map(sample_line, samples))
     assert isinstance(series, MomentsSeries)
     return tuple(
-        sample_line((name + suffix, labels, format_count(v) if kind == "counter" else
-                     format_value(v)))
-        for suffix, kind, v in _moments_values(series.value)
-    )  # fmt: skip
+        "".join(map(sample_line, samples))
+        for samples in moments_page_samples(name, labels, series.value)
+    )
 
 
 def let_others_in() -> None:
@@ -137,7 +126,17 @@ def let_others_in() -> None:
 def _out_families(name: str, kind: str) -> list[tuple[str, str]]:
     if kind != "moments":
         return [(name, kind)]
-    return [(name + s, "counter" if s == "_count" else "gauge") for s in MOMENTS_SUFFIXES]
+    return [(name + suffix, out_kind) for suffix, out_kind in MOMENTS_PAGE]
+
+
+def _help(helps: Mapping[str, str], name: str, kind: str) -> str | None:
+    """A family's help: segments give moments' as their count's, Rust's counters' unsuffixed."""
+    found = helps.get(name)
+    if found is None and kind == "summary":
+        found = helps.get(name + "_count")
+    elif found is None and kind == "counter":
+        found = helps.get(name[:-6])
+    return found
 
 
 def render_families(
@@ -154,7 +153,7 @@ def render_families(
     for name, table in families:
         columns = _lines(name, table, lock, openmetrics if timestamps else None)
         with lock:
-            heads = [(n, k, helps.get(n)) for n, k in _out_families(name, table.kind)]
+            heads = [(n, k, _help(helps, n, k)) for n, k in _out_families(name, table.kind)]
         for (out_name, kind, help_text), lines in zip(heads, columns, strict=True):
             if lines:
                 out.append(metadata_lines(Family(out_name, kind, help_text),
@@ -176,7 +175,7 @@ def _lines(
         order += added
         order.sort(key=_LABELS)  # two sorted runs at most: a merge
     moments = table.kind == "moments"
-    columns: list[list[str]] = [[] for _ in range(len(MOMENTS_SUFFIXES) if moments else 1)]
+    columns: list[list[str]] = [[] for _ in range(len(MOMENTS_PAGE) if moments else 1)]
     first = columns[0]
     stamp = openmetrics_timestamp if stamps else str
     dead = 0

@@ -22,16 +22,18 @@ from typing import Any, NamedTuple
 from .._labels import LabelPairs
 from ..moments import MomentsReading
 from ..prometheus import Metadata, Parse, Sample
+from ..prometheus._text import counter_name
 from .merge import HistogramValue
 
-__all__ = ["Reading", "histogram_part", "readings", "source_of"]
+__all__ = ["Reading", "SeriesNames", "histogram_part", "readings", "source_of"]
 
 _NAME = re.compile(r"(.*?)(\d+)\.prom")
 _MS_DIGITS = 13
 _HISTOGRAM_PARTS = ("_bucket", "_sum", "_count")
-_HISTOGRAM_COUNTERS = ("_exceeds_max", "_is_negative")
-"""The Rust crate's (and our) out-of-range counters beside a histogram; counters whatever their
-TYPE line says (the Rust crate declares them ``gauge`` since 0.10, untyped before)."""
+_HISTOGRAM_COUNTERS = ("_exceeds_max", "_is_negative", "_exceeds_max_total", "_is_negative_total")
+"""The out-of-range counters beside a histogram, ours (``_total``) and the Rust crate's (without);
+counters whatever their TYPE line says (Rust declares them ``gauge`` since 0.10, untyped before)
+and named canonically (``h_exceeds_max_total``) on the page."""
 _GAUGE_PARTS = ("_mean", "_variance", "_skewness", "_kurtosis", "_m2", "_m3", "_m4")
 _MAX_COUNT = 2.0**53
 """Counts above this are not exact in a float; a histogram or moments count beyond is refused."""
@@ -149,8 +151,9 @@ class _Grouper:
                 continue
             for suffix, value in parts.items():
                 if suffix == "_count":
-                    if _counter_ok(self.problem, base + suffix, value, line):
-                        yield Reading("counter", base + suffix, labels, value, ts, line)
+                    name = counter_name(base + suffix)  # a plain counter after all (Rust's)
+                    if _counter_ok(self.problem, name, value, line):
+                        yield Reading("counter", name, labels, value, ts, line)
                 else:
                     yield Reading("gauge", base + suffix, labels, value, ts, line)
         self.histograms.clear()
@@ -160,9 +163,10 @@ class _Grouper:
         cumulative: dict[float, float] = h["buckets"]
         lines: dict[float, int] = h["lines"]
         infinite = cumulative.pop(math.inf, None)
-        buckets: dict[float, float] = {}
+        bounds = tuple(sorted(cumulative))  # every bucket listed, empty ones too: the layout
+        counts: list[float] = []
         previous = 0.0
-        for le in sorted(cumulative):
+        for le in bounds:
             n = cumulative[le]
             if not _is_count(n):
                 self.problem(lines[le], f"bucket le={le!r} count {n!r} is not a whole number "
@@ -172,8 +176,7 @@ class _Grouper:
                 self.problem(lines[le], f"bucket le={le!r} count {n} is below a lower bucket's; "
                              "histogram reading dropped")  # fmt: skip
                 return None
-            if n > previous:
-                buckets[le] = n - previous
+            counts.append(n)
             previous = n
         count = h.get("count", infinite if infinite is not None else previous)
         line = h["line"]
@@ -189,7 +192,7 @@ class _Grouper:
         if not math.isfinite(total):
             self.problem(line, f"histogram {family} _sum {total!r} is not finite; reading dropped")
             return None
-        return buckets, total, count
+        return HistogramValue(bounds, tuple(counts), total, count)
 
 
 def _counter_ok(problem: Problem, name: str, value: float, line: int) -> bool:
@@ -207,7 +210,9 @@ class _Kinds:
     segment before their own, because the Rust crate also declares ``x_sum`` a gauge and
     ``x_count`` a counter.
     Falling back on ``known`` lets a segment whose first samples lack their TYPE line (the Rust
-    crate does that after a rotation) still read as the types declared before.
+    crate does that after a rotation) still read as the types declared before; a counter is
+    known under its canonical name (``http_requests_total`` for Rust's ``http_requests``).
+    A counter's family is its canonical name, whatever the writer called it.
     """
 
     def __init__(self, known: Mapping[str, str]) -> None:
@@ -221,7 +226,12 @@ class _Kinds:
 
     def kind_of(self, name: str) -> str | None:
         kind = self.types.get(name)
-        return self.known.get(name) if kind is None else kind
+        if kind is None:
+            known = self.known
+            kind = known.get(name)
+            if kind is None and known.get(name + "_total") == "counter":
+                kind = "counter"
+        return kind
 
     def classify(self, name: str) -> tuple[str, str]:
         """``(role, family)``: role is counter, gauge, histogram (a part) or moments (a part)."""
@@ -237,9 +247,13 @@ class _Kinds:
         if found is not None:
             return found
         kind = self.kind_of(name)
+        if kind is None and name.endswith("_total") and self.kind_of(name[:-6]) == "counter":
+            kind = "counter"  # TYPE named the family, as OpenMetrics does: x counter, x_total 1
         if kind == "counter" and name.endswith("_count"):
             return "moments", name[:-6]
-        if kind in ("counter", "histogram"):
+        if kind == "counter":
+            return kind, counter_name(name)
+        if kind == "histogram":
             return kind, name
         if kind is None or kind == "gauge":
             cut = name.rfind("_")
@@ -256,8 +270,45 @@ class _Kinds:
                 return "histogram", name[: -len(suffix)]
         for suffix in _HISTOGRAM_COUNTERS:
             if name.endswith(suffix) and types.get(name[: -len(suffix)]) == "histogram":
-                return "counter", name
+                return "counter", counter_name(name)
         return None
+
+
+class SeriesNames:
+    """The name each sample of a stream of segments is stored under, as ``serve``'s page has it.
+
+    For the tools that pass samples on one by one (``ship``, ``backfill``, ``cat --raw``): a
+    counter gets its canonical name (a Rust ``http_requests`` is ``http_requests_total``, as
+    ours), so a series has one name whichever way it reaches Prometheus; everything else keeps
+    its own.  Give it each segment's TYPE lines (:meth:`declare`) and call :meth:`segment`
+    between segments: a segment's own TYPE lines decide, and declarations of earlier segments
+    cover samples that come before theirs (the Rust crate's rotation), as the store's kinds
+    do for ``serve``.
+    """
+
+    def __init__(self, max_known: int = 100_000) -> None:
+        self._known: dict[str, str] = {}
+        self._max_known = max_known
+        self._kinds = _Kinds(self._known)
+
+    def segment(self) -> None:
+        """The next samples are another segment's: only earlier declarations are known."""
+        self._kinds = _Kinds(self._known)
+
+    def declare(self, name: str, kind: str) -> None:
+        """A TYPE line of the current segment."""
+        self._kinds.declare(name, kind)
+        if len(self._known) < self._max_known or name in self._known:
+            self._known[name] = kind
+
+    def classify(self, name: str) -> tuple[str, str]:
+        """``(role, family)`` as ``serve`` reads the sample: see :class:`_Kinds`."""
+        return self._kinds.classify(name)
+
+    def __call__(self, name: str) -> str:
+        """The sample's series name in Prometheus."""
+        role, family = self._kinds.classify(name)
+        return family if role == "counter" else name
 
 
 def readings(
@@ -295,7 +346,7 @@ def readings(
             parts["line"] = line
         elif role == "counter":
             if _counter_ok(problem, name, value, line):
-                yield Reading("counter", name, labels, value, ts, line)
+                yield Reading("counter", family, labels, value, ts, line)
         else:
             yield Reading("gauge", name, labels, value, ts, line)
     yield from grouper.flush(at_end=True)

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 
 from .._labels import LabelPairs, check_label_name
 from ..errors import InvalidValueError, SegmentError
-from ..prometheus import Parse, Reader, Sample, Watcher
+from ..prometheus import Metadata, Parse, Reader, Sample, Watcher
 from ._logging import log
 from ._preflight import check_directory, check_state_files
 from ._progress import Progress
 from ._selfmetrics import SensorSet
 from ._spool import SkipList, in_spool, lock_state, move, quarantine
 from .remote_write import Answer, Encoder, RemoteWriteClient, RemoteWriteOptions, group
-from .segments import source_of
+from .segments import SeriesNames, source_of
 
 __all__ = ["ShipMetrics", "ShipOptions", "Shipper", "blocked_fix"]
 
@@ -72,8 +72,9 @@ class ShipOptions:
     """Move shipped segments here instead of deleting them."""
     quarantine: str | None = None
     """For rejected or malformed segments, with ``.error`` sidecars; default SPOOL/quarantine."""
-    source_label: str | None = None
-    """Add the segment's source (its file-name prefix) as this label."""
+    source_label: str | None = "source"
+    """Add the segment's source (its file-name prefix) as this label; None: do not (then two
+    processes writing one series interleave in it, and Prometheus keeps one value per ms)."""
     external_labels: Mapping[str, str] = field(default_factory=dict)
     """Added to every series that has no label of that name."""
     max_samples_per_request: int = 2000
@@ -200,6 +201,8 @@ class Shipper:
         self._progress = Progress(options.state_path)
         self._skipped = SkipList()
         self._labels: dict[tuple[str, LabelPairs, str], LabelPairs] = {}
+        self._names = SeriesNames()
+        """Counters ship under their canonical ``_total`` name, as serve's page shows them."""
         self._open: list[_Segment] = []
         self._parts: dict[_Segment, Part] = {}
         self._count = 0
@@ -330,14 +333,24 @@ class Shipper:
         parsed = segment.parse
         acked, default_ts, source = segment.acked, segment.default_ts, segment.source
         limit = self.options.max_samples_per_request
-        labels_of, cache = self._series_labels, self._labels
+        labels_of, cache, names = self._series_labels, self._labels, self._names
+        names.segment()
+        named: dict[str, str] = {}  # names() for this segment's TYPE lines so far, at 40 ns
         part: Part | None = None
         for item in parsed:
-            if type(item) is not Sample or item.line <= acked:
+            if type(item) is not Sample:
+                if type(item) is Metadata and item.kind == "TYPE":
+                    names.declare(item.name, item.text)
+                    named.clear()
                 continue
-            labels: LabelPairs | str | None = cache.get((item.name, item.labels, source))
+            if item.line <= acked:
+                continue
+            name = named.get(item.name)
+            if name is None:
+                name = named[item.name] = names(item.name)
+            labels: LabelPairs | str | None = cache.get((name, item.labels, source))
             if labels is None:
-                labels = labels_of(item.name, item.labels, source)
+                labels = labels_of(name, item.labels, source)
             if isinstance(labels, str):
                 parsed.report(item.line, labels)
                 self.metrics.invalid.click()

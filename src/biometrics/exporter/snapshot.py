@@ -1,10 +1,17 @@
-"""The store's JSON form (the state snapshot): written as version 2, read as 1 or 2, checked.
+"""The store's JSON form (the state snapshot): written as version 3, read as 1, 2 or 3, checked.
 
 Version 2 keeps each family's series in one flat list, ``[labels, n, source, a, b, t, ...]``
 (``labels`` rendered, ``n`` sources, then per source what it contributes, see
 :mod:`biometrics.exporter.merge`), so writing a million series allocates a few pointers per
 series and loading creates no container per series.  Version 1 (read, never written) had
 ``[[label pairs], {source: [a, b, t]}]`` per series (gauges: ``[value, t]``).
+
+Version 3 is version 2 plus each histogram family's ``layout`` (its finite ``le``, ascending),
+and histogram values as ``[[cumulative count per le], sum, count]``.  Histograms of versions 1
+and 2 had no layout, only the non-empty buckets each series had seen; no layout can be chosen
+for them that the sources' new readings (every bucket of *their* layout) would fit, so their
+families are left out on loading (:attr:`Loaded.dropped`): each live source's next reading
+brings its cumulative counts back; what forgotten or restarted sources had counted is lost.
 
 Whatever a snapshot holds, reading it either succeeds or raises ValueError naming the family,
 the series and the field that is wrong: never another exception (a snapshot is a file on a
@@ -14,10 +21,11 @@ disk, and a daemon that cannot start must say why).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._labels import LabelPairs
+from ..histogram import checked_layout
 from .merge import GAUGE_MODES
 from .render import FamilyTable, label_text
 from .series import as_stamp
@@ -25,9 +33,9 @@ from .series import as_stamp
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STATE_VERSIONS", "Loaded", "dump", "load"]
 
 STATE_FORMAT = "biometrics-exporter-state"
-STATE_VERSION = 2
+STATE_VERSION = 3
 """The version written."""
-STATE_VERSIONS = (1, 2)
+STATE_VERSIONS = (1, 2, 3)
 """The versions read."""
 
 _KINDS = ("counter", "gauge", "histogram", "moments")
@@ -45,6 +53,8 @@ class Loaded:
     tombstones: dict[str, int]
     helps: dict[str, str]
     families: dict[str, FamilyTable]
+    dropped: list[str] = field(default_factory=list)
+    """Histogram families of a version 1 or 2 snapshot, left out (see the module docstring)."""
 
 
 def dump(
@@ -53,7 +63,7 @@ def dump(
     helps: dict[str, str],
     families: dict[str, FamilyTable],
 ) -> dict[str, Any]:
-    """The JSON-ready snapshot (version 2) of a store's contents."""
+    """The JSON-ready snapshot (version 3) of a store's contents."""
     out: dict[str, Any] = {}
     for name, table in families.items():
         flat: list[Any] = []
@@ -61,6 +71,8 @@ def dump(
             flat += (labels, series.sources())
             series.dump(flat)
         out[name] = {"kind": table.kind, "mode": table.mode, "series": flat}
+        if table.kind == "histogram":
+            out[name]["layout"] = list(table.layout)
     return {
         "format": STATE_FORMAT,
         "version": STATE_VERSION,
@@ -102,12 +114,16 @@ def load(data: Any) -> Loaded:
             raise ValueError(f"helps: {name!r}: expected a string, got {type(text).__name__}")
     intern: dict[Any, Any] = {s: s for s in sources}
     families = {}
+    dropped = []
     for name, raw in _object(data, "families").items():
+        if version < 3 and type(raw) is dict and raw.get("kind") == "histogram":
+            dropped.append(name)  # no layout to hold it in: see the module docstring
+            continue
         try:
             families[name] = _family(name, raw, version, intern)
         except ValueError as e:
             raise ValueError(f"family {name!r}: {e}") from None
-    return Loaded(sources, tombstones, dict(helps), families)
+    return Loaded(sources, tombstones, dict(helps), families, dropped)
 
 
 def _family(name: str, raw: Any, version: int, intern: dict[Any, Any]) -> FamilyTable:
@@ -123,12 +139,25 @@ def _family(name: str, raw: Any, version: int, intern: dict[Any, Any]) -> Family
         raise ValueError(f"mode: {mode!r:.40} is not one of {', '.join(map(repr, modes))}")
     if type(series) is not list:
         raise ValueError(f"series: expected a list, got {type(series).__name__}")
-    table = FamilyTable(kind, mode)
-    if version == 2:
+    table = FamilyTable(kind, mode, _layout(raw.get("layout")) if kind == "histogram" else ())
+    if version >= 2:
         _flat(table, series, intern)
     else:
         _nested(table, series, intern)
     return table
+
+
+def _layout(raw: Any) -> tuple[float, ...]:
+    if type(raw) is not list:
+        raise ValueError(f"layout: expected a list of bucket bounds, got {type(raw).__name__}")
+    if not raw:
+        return ()  # the family's first reading had only le="+Inf" (a bridged summary)
+    if raw[-1] == float("inf"):
+        raise ValueError("layout: +Inf is implicit, never listed")
+    try:
+        return checked_layout(raw)
+    except ValueError as e:
+        raise ValueError(f"layout: {e}") from None
 
 
 def _add(

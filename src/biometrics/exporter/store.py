@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import gc
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -21,10 +22,12 @@ from typing import Any
 
 from .._labels import LabelPairs
 from ..prometheus import Metadata, Parse
+from ..prometheus._text import MOMENTS_PAGE, counter_name
 from . import snapshot
+from ._logging import log
 from .bounds import DropLog
-from .merge import GAUGE_MODES, Series
-from .render import DEAD, FamilyTable, label_text, render_families
+from .merge import GAUGE_MODES, GaugeSeries, Series, project
+from .render import DEAD, FamilyTable, label_pairs, label_text, render_families
 from .segments import Reading, readings
 from .snapshot import STATE_FORMAT, STATE_VERSION, STATE_VERSIONS
 
@@ -44,7 +47,8 @@ class MergeRules:
     """How series from many sources combine; see docs/ARCHITECTURE.md.
 
     ``gauges`` are ``(fnmatch pattern, mode)`` pairs tried in order against the metric name;
-    a gauge no pattern matches uses ``gauge_mode``.  ``per_source`` turns merging off: every
+    a gauge no pattern matches uses the mode its writer declared (``Gauge(merge=...)``, a
+    segment's ``# MERGE`` line), else ``gauge_mode``.  ``per_source`` turns merging off: every
     series keeps its source as a ``source`` label.
     """
 
@@ -59,15 +63,37 @@ class MergeRules:
                     f"unknown gauge mode {mode!r}; use one of {', '.join(GAUGE_MODES)}"
                 )
 
-    def gauge_mode_for(self, name: str) -> str:
-        """The merge mode of gauge family ``name``."""
+    def pattern_mode(self, name: str) -> str | None:
+        """The mode of the first ``--gauge`` pattern matching ``name``; None if none matches."""
         for pattern, mode in self.gauges:
             if fnmatch.fnmatchcase(name, pattern):
                 return mode
-        return self.gauge_mode
+        return None
+
+    def gauge_mode_for(self, name: str, declared: str | None = None) -> str:
+        """The merge mode of gauge family ``name``: a pattern's, else ``declared``, else default.
+
+        The operator's ``--gauge`` wins over what the writer declared: it is the later, more
+        local decision (and the only one Rust writers, or older ones, can be given).
+        """
+        mode = self.pattern_mode(name)
+        if mode is not None:
+            return mode
+        return self.gauge_mode if declared is None else declared
 
 
 _CHUNK = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutConflict:
+    """Why a histogram reading cannot be shown exactly in its family's layout (it is dropped).
+
+    A family's layout is the ``le`` set of the first reading the store takes for it; a reading
+    with another set is projected onto it, exactly or not at all (:func:`.merge.project`).
+    """
+
+    reason: str
 
 
 def _with_source(labels: LabelPairs, source: str) -> LabelPairs:
@@ -114,7 +140,13 @@ class Store:
         self.dropped: dict[str, int] = {"max_series": 0, "max_series_per_source": 0}
         """New series refused, by the bound that refused them."""
         self.drop_log = DropLog()
+        self._declared: dict[str, tuple[str, bool]] = {}
+        """Gauge family -> (mode, live_only) as its writers last declared it (``# MERGE``)."""
         self.conflicts = 0
+        """Readings dropped: their name is another kind's, or (histograms) their layout does
+        not fit the family's."""
+        self.layout_conflicts = 0
+        """Histogram readings dropped because they could not be shown in the family's layout."""
         self.version = 0
 
     # -- ingest ---------------------------------------------------------------------------
@@ -145,15 +177,35 @@ class Store:
                     malformed=False,
                 )
 
-        for chunk in self._chunks(readings(parsed, default_ts, self._kinds)):
-            self.ingest(source, chunk, on_conflict=conflict)
+        def misfit(reading: Reading, why: str) -> None:
+            parsed.report(
+                reading.line,
+                f"histogram {reading.family} reading does not fit the family's bucket layout "
+                f"(the le set of the first reading taken): {why}; reading dropped",
+                malformed=False,
+            )
 
-    def _chunks(self, items: Iterable[Reading | Metadata]) -> Iterator[list[Reading]]:
+        for chunk in self._chunks(readings(parsed, default_ts, self._kinds)):
+            if chunk is None:
+                self.end_source(source)
+            else:
+                self.ingest(source, chunk, on_conflict=conflict, on_misfit=misfit)
+
+    def _chunks(self, items: Iterable[Reading | Metadata]) -> Iterator[list[Reading] | None]:
+        """Readings in chunks; None where the segment says its writer ended (``# END``)."""
         chunk: list[Reading] = []
         for item in items:
             if isinstance(item, Metadata):
                 if item.kind == "HELP":
                     self.set_help(item.name, item.text)
+                elif item.kind == "MERGE":
+                    mode, _, live = item.text.partition(" ")
+                    self.declare_gauge(item.name, mode, live=live == "live")
+                elif item.kind == "END":
+                    if chunk:
+                        yield chunk
+                        chunk = []
+                    yield None
                 continue
             chunk.append(item)
             if len(chunk) >= _CHUNK:
@@ -168,11 +220,13 @@ class Store:
         items: Iterable[Reading],
         *,
         on_conflict: Callable[[Reading, str], None] | None = None,
+        on_misfit: Callable[[Reading, str], None] | None = None,
     ) -> int:
         """Fold ``source``'s readings in; returns how many changed the store.
 
         ``on_conflict(reading, holder)`` hears of each reading dropped because its name (or a
-        name it would render) is already another kind's.
+        name it would render) is already another kind's; ``on_misfit(reading, why)`` of each
+        histogram reading dropped because it cannot be shown exactly in its family's layout.
         """
         if not source:
             raise ValueError("source names are never empty")
@@ -193,12 +247,13 @@ class Store:
                     ts = stamp  # one int object for the many series an emission updates
                 else:
                     stamp = ts
-                outcome = self._apply(source, reading, ts)
+                outcome = (self._apply(source, reading, ts) if reading.kind != "histogram" else
+                           self._apply_histogram(source, reading, ts))  # fmt: skip
                 if outcome is True:
                     applied += 1
                     seen = max(seen, ts)
-                elif outcome and on_conflict is not None:
-                    on_conflict(reading, outcome)
+                elif outcome:
+                    _tell(reading, outcome, on_conflict, on_misfit)
             self.newest_ts = max(self.newest_ts, seen)
             if source in self._held:
                 self._sources[source] = seen
@@ -208,16 +263,42 @@ class Store:
                 self.version += 1
         return applied
 
-    def _apply(self, source: str, reading: Reading, ts: int) -> bool | str:
-        """True if applied; False if not newer or over a bound; else what holds the name."""
+    def _apply_histogram(
+        self, source: str, reading: Reading, ts: int
+    ) -> bool | str | LayoutConflict:
+        """:meth:`_apply` of a histogram reading projected onto its family's layout.
+
+        The layout is the first reading's ``le`` set; a reading that cannot be shown in it
+        exactly is dropped, as a :class:`LayoutConflict`.
+        """
+        family = self._families.get(reading.family)
+        layout = reading.value.bounds  # a new family's, or another kind's (_apply says whose)
+        if family is not None and family.kind == "histogram":
+            layout = family.layout
+        value = project(reading.value, layout)
+        if isinstance(value, str):
+            self.conflicts += 1
+            self.layout_conflicts += 1
+            return LayoutConflict(value)
+        return self._apply(source, reading._replace(value=value), ts, value.bounds)
+
+    def _apply(
+        self, source: str, reading: Reading, ts: int, layout: tuple[float, ...] = ()
+    ) -> bool | str:
+        """True if applied; False if not newer or over a bound; else what holds the name.
+
+        ``layout``: a histogram family's, should the reading create it.
+        """
         kind, name, labels, value, _, _ = reading
+        if kind == "counter" and not name.endswith("_total"):
+            name = counter_name(name)  # segments' readings are canonical already; others too
         family = self._families.get(name)
         if family is None:
             holder = self._holder(name, kind)
             if holder is not None:
                 self.conflicts += 1
                 return holder
-            mode = self.rules.gauge_mode_for(name) if kind == "gauge" else ""
+            mode = self._gauge_mode(name) if kind == "gauge" else ""
         elif family.kind != kind:
             self.conflicts += 1
             return f"the {family.kind} {name}"
@@ -231,7 +312,7 @@ class Store:
             if not self._admit(source, name):
                 return False
             if family is None:
-                family = self._new_family(name, kind, mode)
+                family = self._new_family(name, kind, mode, layout)
             if series is None:
                 series = family.new_series(text)
             self._held.setdefault(source, {}).setdefault(name, []).append(series)
@@ -264,11 +345,13 @@ class Store:
                 return f"the {self._families[holder].kind} {holder}"
         return None
 
-    def _new_family(self, name: str, kind: str, mode: str) -> FamilyTable:
+    def _new_family(
+        self, name: str, kind: str, mode: str, layout: tuple[float, ...] = ()
+    ) -> FamilyTable:
         for out in _page_names(name, kind):
             self._claims[out] = name
         self._kinds[name] = kind
-        family = self._families[name] = FamilyTable(kind, mode)
+        family = self._families[name] = FamilyTable(kind, mode, layout)
         return family
 
     def _release(self, name: str, kind: str) -> None:
@@ -276,6 +359,99 @@ class Store:
             if self._claims.get(out) == name:
                 del self._claims[out]
         self._kinds.pop(name, None)
+
+    # -- declared gauge merging -----------------------------------------------------------
+
+    def _gauge_mode(self, name: str) -> str:
+        declared = self._declared.get(name)
+        return self.rules.gauge_mode_for(name, None if declared is None else declared[0])
+
+    def declare_gauge(self, name: str, mode: str, *, live: bool = False) -> None:
+        """Record how gauge family ``name``'s writers want it merged (a ``# MERGE`` line).
+
+        The newest declaration wins (a deploy that changes it takes effect with its first
+        segment); a family already held under another mode is re-merged at once, unless a
+        ``--gauge`` pattern decides its mode.  ``live``: a source's values leave the family
+        when that source ends (:meth:`end_source`).
+        """
+        if mode not in GAUGE_MODES:
+            raise ValueError(f"unknown gauge mode {mode!r}; use one of {', '.join(GAUGE_MODES)}")
+        if self._declared.get(name) == (mode, live):  # every segment repeats it: no lock then
+            return
+        with self.lock:
+            if self._declared.get(name) == (mode, live):
+                return
+            self._declared[name] = (mode, live)
+            family = self._families.get(name)
+            if family is not None and family.kind == "gauge":
+                self._remode(name, family, self._gauge_mode(name))
+
+    def _remode(self, name: str, family: FamilyTable, mode: str) -> None:
+        """Merge gauge family ``name`` by ``mode`` from now on, its current values included."""
+        old = family.mode
+        if old == mode:
+            return
+        self.version += 1
+        if self.rules.per_source or "all" not in (old, mode):  # same series, merged otherwise
+            family.mode = mode
+            for series in family.series.values():
+                assert isinstance(series, GaugeSeries)
+                series.remode(mode)
+                series.text = None
+            return
+        # To or from one series per source: take every contribution out, and put it back
+        # under the new mode's series (the same number of source-series: bounds hold).
+        parts = [(src, _without_source(label_pairs(s.labels), src) if old == "all" else
+                  label_pairs(s.labels), value, t)
+                 for s in family.series.values() for src, value, _, t in s.parts()]  # fmt: skip
+        for source in {part[0] for part in parts}:
+            held = self._held.get(source)
+            taken = None if held is None else held.pop(name, None)
+            if taken:
+                self._counts[source] -= len(taken)
+                self.entries -= len(taken)
+        for series in family.series.values():
+            series.text = DEAD
+        del self._families[name]
+        self._release(name, family.kind)
+        for source, labels, value, t in parts:
+            self._apply(source, Reading("gauge", name, labels, value, t), t)
+
+    def end_source(self, source: str) -> int:
+        """``source`` stopped cleanly (``# END``): its values leave the live-only gauges.
+
+        Its counters, histograms, moments and other gauges stay, as for any source until it
+        is forgotten.  Returns how many series lost its value.
+        """
+        with self.lock:
+            held = self._held.get(source)
+            if not held:
+                return 0
+            dropped = 0
+            for name in [n for n in held if self._declared.get(n, ("", False))[1]]:
+                family = self._families.get(name)
+                if family is None or family.kind != "gauge":
+                    continue
+                series_list = held.pop(name)
+                dropped += len(series_list)
+                for series in series_list:
+                    if series.forget(source):
+                        del family.series[series.labels]
+                        series.text = DEAD
+                    else:
+                        series.text = None
+                if not family.series:
+                    del self._families[name]
+                    self._release(name, family.kind)
+            if dropped:
+                self.entries -= dropped
+                self._counts[source] -= dropped
+                if not held:  # it fed nothing else: no longer a source here
+                    del self._held[source]
+                    self._counts.pop(source, None)
+                    self._tombstones[source] = self._sources.pop(source, 0)
+                self.version += 1
+            return dropped
 
     def forget_stale(self, now_ms: int, forget_after_ms: int) -> list[str]:
         """Drop sources whose newest reading is older than ``now_ms - forget_after_ms``.
@@ -357,6 +533,7 @@ class Store:
         finally:
             if enabled:
                 gc.enable()
+        _canonical_counters(loaded)
         claims: dict[str, str] = {}
         held: dict[str, dict[str, list[Series]]] = {}
         counts: dict[str, int] = {}
@@ -386,9 +563,55 @@ class Store:
             self.entries = sum(counts.values())
             self.newest_ts = max(self._sources.values(), default=0)
             self.version += 1
+        if loaded.dropped:
+            log(logging.WARNING, "histograms of an older snapshot left out: they have no bucket "
+                "layout; each live source's next reading brings its counts back",
+                families=",".join(sorted(loaded.dropped)))  # fmt: skip
 
 
-_MOMENTS_NAMES = ("_count", "_mean", "_variance", "_skewness", "_kurtosis", "_m2", "_m3", "_m4")
+def _without_source(labels: LabelPairs, source: str) -> LabelPairs:
+    """The labels a reading had before :func:`_with_source` gave it ``source``."""
+    pairs = [(k, v) for k, v in labels if not (k == SOURCE_LABEL and v == source)]
+    return tuple(sorted((SOURCE_LABEL if k == "exported_source" else k, v) for k, v in pairs))
+
+
+def _tell(
+    reading: Reading,
+    outcome: str | LayoutConflict,
+    on_conflict: Callable[[Reading, str], None] | None,
+    on_misfit: Callable[[Reading, str], None] | None,
+) -> None:
+    """Pass a dropped reading on to whoever asked to hear of its kind of drop."""
+    if type(outcome) is LayoutConflict:
+        if on_misfit is not None:
+            on_misfit(reading, outcome.reason)
+    elif on_conflict is not None:
+        assert isinstance(outcome, str)
+        on_conflict(reading, outcome)
+
+
+_MOMENTS_NAMES = ("_count", "_sum", *(suffix for suffix, _ in MOMENTS_PAGE if suffix))
+"""What moments ``m`` put on a page beside ``m``: the summary's count and sum, the gauges."""
+
+
+def _canonical_counters(loaded: snapshot.Loaded) -> None:
+    """Rename the counter families of a snapshot written before counters were ``x_total``.
+
+    Their sources go on writing ``x_total``; under the old name the kept totals would be a
+    second, frozen family.  Help follows the family.
+    """
+    for name in [n for n, f in loaded.families.items() if f.kind == "counter"]:
+        canonical = counter_name(name)
+        if canonical == name:
+            continue
+        if canonical in loaded.families:
+            raise ValueError(
+                f"family {name!r} is a counter, now named {canonical!r}, which the snapshot "
+                "holds too"
+            )
+        loaded.families[canonical] = loaded.families.pop(name)
+        if name in loaded.helps:
+            loaded.helps.setdefault(canonical, loaded.helps.pop(name))
 
 
 def _page_names(name: str, kind: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from ..errors import BiometricsError, ParseError
 from ..prometheus import Metadata, Parse, Reader, Sample
 from ..prometheus._text import Family, format_count, render_labels, render_page
 from ..prometheus.watcher import SUFFIX, kind_of
-from .segments import histogram_part, source_of
+from .segments import SeriesNames, source_of
 from .store import Store
 
 __all__ = ["Timeline", "check", "merged_page", "segment_files", "timeline"]
@@ -145,7 +145,13 @@ def merged_page(
 
 @dataclass
 class Timeline:
-    """Every sample of a set of segments, by family, each series in time order."""
+    """Every sample of a set of segments, by family, each series in time order.
+
+    Families are named and typed as ``serve``'s page has them, so backfilled history and
+    scraped data are one series: a counter is ``x_total`` whatever its writer called it (the
+    Rust crate's ``x``), a histogram's lines are one ``histogram`` family, a moments count is
+    the ``summary`` ``m``'s ``m_count``.
+    """
 
     families: dict[str, Family] = field(default_factory=dict)
     samples: dict[str, list[tuple[int, int, Sample]]] = field(default_factory=dict)
@@ -154,22 +160,47 @@ class Timeline:
     """Series (rendered ``name{labels}``) that more than one source wrote."""
     problems: list[ParseError] = field(default_factory=list)
     count: int = 0
+    declared: dict[str, str] = field(default_factory=dict)
+    """Each name's TYPE, as the first file declaring it said."""
+    claims: dict[str, str] = field(default_factory=dict)
+    """Each family's OpenMetrics name -> the family: two families never share one."""
 
-    def take_metadata(self, item: Metadata, types: dict[str, str], parsed: Parse) -> None:
+    def take_metadata(self, item: Metadata, names: SeriesNames, parsed: Parse) -> None:
         """Record a file's HELP or TYPE line; a type contradicting another file's is a problem."""
         if item.kind == "HELP":
             self.helps.setdefault(item.name, item.text)
             return
         if item.kind != "TYPE":
             return
-        types[item.name] = item.text
-        known = self.families.get(item.name)
-        if known is None:
-            self.families[item.name] = Family(item.name, item.text, None)
-            self.samples[item.name] = []
-        elif known.type != item.text:
-            parsed.report(item.line, f"{item.name} is a {known.type} in an earlier file; "
+        known = self.declared.setdefault(item.name, item.text)
+        if known == item.text:
+            names.declare(item.name, item.text)
+        else:
+            parsed.report(item.line, f"{item.name} is a {known} in an earlier file; "
                           f"this TYPE {item.text} is ignored")  # fmt: skip
+
+    def family_of(self, name: str, names: SeriesNames) -> tuple[str, str, str]:
+        """``(family, type, sample name)`` a sample called ``name`` belongs to."""
+        role, family = names.classify(name)
+        if role == "counter":
+            return family, "counter", family
+        if role == "histogram":
+            return family, "histogram", name
+        if role == "moments":
+            return (family, "summary", name) if name == family + "_count" else (name, "gauge", name)
+        return name, "gauge" if self.declared.get(name) == "gauge" else "untyped", name
+
+    def admit(self, family: str, kind: str) -> str | None:
+        """Make room for ``family``; why not, if another family holds its name."""
+        known = self.families.get(family)
+        if known is not None:
+            return None if known.type == kind else f"the {known.type} {family}"
+        holder = self.claims.setdefault(family[:-6] if kind == "counter" else family, family)
+        if holder != family:
+            return f"the {self.families[holder].type} {holder}"
+        self.families[family] = Family(family, kind, None)
+        self.samples[family] = []
+        return None
 
     def render(self, *, openmetrics: bool = False) -> str:
         """0.0.4 text with millisecond timestamps, or OpenMetrics with seconds and ``# EOF``."""
@@ -179,8 +210,13 @@ class Timeline:
                 value = format_count(s.value) if math.isfinite(s.value) else _special(s.value)
                 yield (s.name, render_labels(s.labels), value), ts
 
+        helps = self.helps
         for name, family in self.families.items():
-            family.help = self.helps.get(name)
+            family.help = helps.get(name)
+            if family.help is None and family.type == "counter":
+                family.help = helps.get(name[:-6])  # the Rust crate's counter, renamed
+            elif family.help is None and family.type == "summary":
+                family.help = helps.get(name + "_count")  # moments: the segment's count
         page = ((self.families[n], rows(n)) for n in sorted(self.families))
         return render_page(page, openmetrics=openmetrics)
 
@@ -204,22 +240,31 @@ def timeline(
     out = Timeline()
     order = 0
     writer: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+    names = SeriesNames()
     for path, parsed in _parse_each(segment_files(paths), progress):
         source, default_ts = _source_and_time(path)
-        types: dict[str, str] = {}
+        names.segment()
+        refused: set[str] = set()
         for item in parsed:
             if isinstance(item, Metadata):
-                out.take_metadata(item, types, parsed)
+                out.take_metadata(item, names, parsed)
                 continue
-            family = histogram_part(item.name, types)[0]
-            if family not in out.families:
-                out.families[family] = Family(family, "untyped", None)
-                out.samples[family] = []
-            sample = item
+            family, kind, name = out.family_of(item.name, names)
+            holder = out.admit(family, kind)
+            if holder is not None:
+                if family not in refused:
+                    refused.add(family)
+                    parsed.report(
+                        item.line,
+                        f"{item.name} would be the {kind} {family}, but {holder} holds that "
+                        "name; its samples are left out",
+                    )
+                continue
+            sample = item if name == item.name else item._replace(name=name)
             if source_label is not None:
-                sample = item._replace(labels=_with_label(item.labels, source_label, source))
-            elif writer.setdefault((item.name, item.labels), source) != source:
-                out.shared.add(item.name + render_labels(item.labels))
+                sample = sample._replace(labels=_with_label(item.labels, source_label, source))
+            elif writer.setdefault((name, item.labels), source) != source:
+                out.shared.add(name + render_labels(item.labels))
             ts = item.timestamp_ms if item.timestamp_ms is not None else default_ts
             out.samples[family].append((ts, order, sample))
             order += 1

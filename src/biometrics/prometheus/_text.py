@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from .._labels import LabelPairs
 from ..histogram import Histogram
@@ -33,6 +34,19 @@ def prometheus_name(label: str) -> str:
     """``.`` and every other character invalid in a metric name become ``_``; no leading digit."""
     name = _INVALID_NAME_CHARS.sub("_", label)
     return "_" + name if name[:1].isdigit() else name
+
+
+@functools.lru_cache(maxsize=65536)
+def counter_name(label: str) -> str:
+    """A counter's canonical family name: the Prometheus name, ending in ``_total``.
+
+    Prometheus (2.42, which negotiates OpenMetrics) stores a counter whose sample is not
+    ``<family>_total`` as type ``unknown``, and prometheus_client names counters so; one name
+    in segments, pages, remote write and backfill lets a Rust ``http_requests`` and our
+    ``http_requests_total`` be one series.  Takes a sensor label or a metric name.
+    """
+    name = prometheus_name(label)
+    return name if name.endswith("_total") else name + "_total"
 
 
 def escape_label_value(value: str) -> str:
@@ -81,6 +95,8 @@ class Family:
     type: str
     help: str | None
     samples: list[Sample] = field(default_factory=list)
+    merge: str = ""
+    """A gauge's merge declaration (``"sum"``, ``"sum live"``; "" for none): segments only."""
 
 
 def _one(sensor: Sensor, kind: str, suffix: str, value: float | int) -> Family:
@@ -91,13 +107,39 @@ def _one(sensor: Sensor, kind: str, suffix: str, value: float | int) -> Family:
 
 
 def counter_families(counter: Counter) -> list[Family]:
-    """A counter is one ``counter`` family."""
-    return [_one(counter, "counter", "", counter.read())]
+    """A counter is one ``counter`` family, named ``x_total`` (see :func:`counter_name`)."""
+    name = counter_name(counter.label)
+    value = format_count(counter.read())  # an int, or a float after inc(0.5): 2.0 reads "2"
+    return [Family(name, "counter", counter.help,
+                   [(name, render_labels(counter.label_pairs), value)])]  # fmt: skip
 
 
 def gauge_families(gauge: Gauge) -> list[Family]:
-    """A gauge is one ``gauge`` family."""
-    return [_one(gauge, "gauge", "", gauge.read())]
+    """A gauge is one ``gauge`` family, carrying its merge declaration for segments."""
+    family = _one(gauge, "gauge", "", gauge.read())
+    family.merge = gauge.merge_declaration
+    return [family]
+
+
+def merge_line(family: Family) -> str:
+    """``# MERGE <name> <mode>[ live]``, written before a declared gauge's TYPE line, or "".
+
+    Segments only: 0.0.4 readers ignore a comment, but OpenMetrics allows none, so pages
+    never carry it.  ``biometrics serve`` merges the family by it (see docs/ARCHITECTURE.md).
+    """
+    return f"# MERGE {family.name} {family.merge}\n" if family.merge else ""
+
+
+def segment_metadata(family: Family) -> str:
+    """A family's metadata in a segment: a declared gauge's ``# MERGE`` goes right before TYPE.
+
+    The HELP/TYPE lines are a page's (so the segment stays a valid 0.0.4 page for any reader).
+    """
+    lines = metadata_lines(family)
+    if not family.merge:
+        return lines
+    head, _, type_line = lines[:-1].rpartition("\n")  # HELP (escaped: one line) and TYPE
+    return f"{head}\n{merge_line(family)}{type_line}\n" if head else merge_line(family) + lines
 
 
 MOMENTS_SUFFIXES = ("_count", "_mean", "_variance", "_skewness", "_kurtosis", "_m2", "_m3", "_m4")
@@ -126,29 +168,63 @@ def moments_families(moments: Moments) -> list[Family]:
     ]
 
 
+MOMENTS_PAGE = (("", "summary"), ("_mean", "gauge"), ("_variance", "gauge"),
+                ("_skewness", "gauge"), ("_kurtosis", "gauge"))  # fmt: skip
+"""The families moments ``m`` show on a page, as ``(suffix, type)``.
+
+A ``summary`` ``m`` (``m_count``, ``m_sum``, no quantiles: they cannot be merged) so that the
+usual ``rate(m_sum) / rate(m_count)`` works and Prometheus types the count; then the
+statistics as gauges.  The merge state ``_m2``..``_m4`` stays in segments, never on a page."""
+
+
+def moments_page_samples(name: str, labels: str, r: MomentsReading) -> list[list[Sample]]:
+    """One list of samples per :data:`MOMENTS_PAGE` family; ``_sum`` is ``n * mean``."""
+    n = r.n
+    total = n * r.mean() if n else 0.0
+    return [
+        [(name + "_count", labels, format_count(n)), (name + "_sum", labels, format_value(total))],
+        [(name + "_mean", labels, format_value(r.mean()))],
+        [(name + "_variance", labels, format_value(r.variance()))],
+        [(name + "_skewness", labels, format_value(r.skewness()))],
+        [(name + "_kurtosis", labels, format_value(r.kurtosis()))],
+    ]
+
+
+def moments_page_families(moments: Moments) -> list[Family]:
+    """Moments as a page shows them (:data:`MOMENTS_PAGE`); segments keep the merge state."""
+    name = prometheus_name(moments.label)
+    columns = moments_page_samples(name, render_labels(moments.label_pairs), moments.read())
+    return [
+        Family(name + suffix, kind, moments.help, samples)
+        for (suffix, kind), samples in zip(MOMENTS_PAGE, columns, strict=True)
+    ]
+
+
 @functools.lru_cache(maxsize=1 << 18)
 def _bucket_labels(pairs: LabelPairs, le: float) -> str:
     return render_labels(pairs, f'le="{format_le(le)}"')
 
 
 def histogram_families(histogram: Histogram) -> list[Family]:
-    """A Prometheus histogram over the non-empty buckets, then the out-of-range counters.
+    """A Prometheus histogram over every bucket of its layout, then the two side counters.
 
-    Only non-empty buckets get a line (bounded by what was observed, never thousands of empty
-    ones); cumulative counts ascend to ``le="+Inf"``, which equals ``_count``.
+    Empty buckets get their line too: every process then exposes the same ``le`` set, which
+    ``sum by (le)`` across processes needs, and no bucket series starts late.  Cumulative counts
+    ascend to ``le="+Inf"``, which equals ``_count`` (every observation).
     """
     r = histogram.read()
     base = prometheus_name(histogram.label)
     pairs = histogram.label_pairs
-    samples = histogram_samples(base, pairs, r.cumulative(), r.count, r.sum)
+    finite = zip(r.bounds, accumulate(r.counts), strict=False)  # +Inf's count is r.count
+    samples = histogram_samples(base, pairs, finite, r.count, r.sum)
     labels = render_labels(pairs)
-    exceeds, negative = base + "_exceeds_max", base + "_is_negative"
+    exceeds, negative = counter_name(base + "_exceeds_max"), counter_name(base + "_is_negative")
     return [
         Family(base, "histogram", histogram.help, samples),
-        Family(exceeds, "counter", "Observations above the histogram's range, +Inf or NaN.",
-               [(exceeds, labels, str(r.exceeds_max))]),
-        Family(negative, "counter", "Negative observations (below the histogram's range).",
-               [(negative, labels, str(r.is_negative))]),
+        Family(exceeds, "counter", "Observations above the last finite bucket bound, +Inf or "
+               "NaN (also counted in +Inf).", [(exceeds, labels, str(r.exceeds_max))]),
+        Family(negative, "counter", "Observations below zero (also counted in the first "
+               "bucket).", [(negative, labels, str(r.is_negative))]),
     ]  # fmt: skip
 
 
@@ -166,7 +242,11 @@ def histogram_samples(
     count: float | int,
     total: float,
 ) -> list[Sample]:
-    """Cumulative ``_bucket`` lines, the ``+Inf`` bucket (= count), ``_sum`` and ``_count``."""
+    """Cumulative ``_bucket`` lines, the ``+Inf`` bucket (= count), ``_sum`` and ``_count``.
+
+    ``cumulative`` gives every finite bucket of the layout, empty ones included: the caller's
+    layout is the ``le`` set, so one histogram's is the same on every page and in every segment.
+    """
     bucket = base + "_bucket"
     count_text = str if isinstance(count, int) else format_count  # sensors' counts are ints
     samples: list[Sample] = [
@@ -216,21 +296,18 @@ def metadata_lines(family: Family, *, openmetrics: bool = False) -> str:
 
 
 def openmetrics_family_name(family: Family) -> str:
-    """OpenMetrics counters are named without ``_total``; their samples carry it."""
+    """OpenMetrics counters are named without ``_total``; their samples carry it.
+
+    Every counter family we render is named ``x_total`` (:func:`counter_name`), so the 0.0.4
+    and OpenMetrics pages put the same series name ``x_total`` in Prometheus.
+    """
     if family.type == "counter" and family.name.endswith("_total"):
         return family.name[:-6]
     return family.name
 
 
 def openmetrics_type(family: Family) -> str:
-    """The family's type, except ``untyped`` and a counter not named ``*_total`` are ``unknown``.
-
-    An OpenMetrics counter's sample must be called ``<family>_total``, so Prometheus would store
-    ``x_count`` as ``x_count_total`` when scraping OpenMetrics but ``x_count`` over 0.0.4.
-    Declaring it ``unknown`` keeps one series name whichever format is negotiated.
-    """
-    if family.type == "counter" and not family.name.endswith("_total"):
-        return "unknown"
+    """The family's type; ``untyped`` is called ``unknown`` in OpenMetrics."""
     return "unknown" if family.type == "untyped" else family.type
 
 
@@ -255,18 +332,22 @@ class FamilyEmitter:
     def _take(self, families: list[Family], now_ms: int) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _take_of(self, sensor: Sensor, families: list[Family], now_ms: int) -> None:
+        """Take ``sensor``'s families; an emitter that keeps readings may note whose they are."""
+        self._take(families, now_ms)
+
     def emit_counter(self, counter: Counter, now_ms: int) -> None:
         """Take a counter reading."""
-        self._take(counter_families(counter), now_ms)
+        self._take_of(counter, counter_families(counter), now_ms)
 
     def emit_gauge(self, gauge: Gauge, now_ms: int) -> None:
         """Take a gauge reading."""
-        self._take(gauge_families(gauge), now_ms)
+        self._take_of(gauge, gauge_families(gauge), now_ms)
 
     def emit_moments(self, moments: Moments, now_ms: int) -> None:
-        """Take a moments reading."""
-        self._take(moments_families(moments), now_ms)
+        """Take a moments reading (segment form: with the merge state ``_m2``..``_m4``)."""
+        self._take_of(moments, moments_families(moments), now_ms)
 
     def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
         """Take a histogram reading."""
-        self._take(histogram_families(histogram), now_ms)
+        self._take_of(histogram, histogram_families(histogram), now_ms)

@@ -5,6 +5,18 @@ survives ``os.fork()``.  At a fork the emission thread is paused between emissio
 lock is held by it), the child drops the parent's open segment unwritten, writes under a prefix
 with its own pid, starts its own thread, and reports what it counts *after* the fork (cumulative
 readings minus their value at the fork), so summing parent and children counts each event once.
+
+Visibility.  A segment is read by ``biometrics serve`` only once it is finished (unlocked):
+reading a live segment would mean either waiting for its writer or parsing half an emission.
+So by default each emission *finishes* its segment (``finish_each=True``) and the next one
+starts a new file: a count is on serve's page one poll (100 ms) after the emission that carries
+it.  The price is one file per emission per process (6 a minute at the default 10 s), each
+repeating its families' HELP/TYPE lines.  ``finish_each=False`` keeps one segment open across
+emissions until ``Options.flush_interval`` rotates it: fewer, larger files, but a count then
+waits up to a further ``flush_interval`` for the rotation.  Either way a SIGKILL loses at most
+the increments of one interval (the segment's complete lines survive the kill: the kernel
+releases the lock), which is why the default interval is 10 s, under Prometheus's default 15 s
+scrape interval.
 """
 
 from __future__ import annotations
@@ -101,7 +113,9 @@ class Emission:
     """A collector emitted every ``interval`` by a daemon thread, and once more at exit.
 
     Use :func:`emit_every` to make and start one.  ``stop()`` (or leaving the ``with`` block)
-    emits a last time and finishes the segment.  Failures are counted in
+    emits a last time and finishes the segment.  With ``finish_each`` (the default) every
+    emission finishes its segment, so a reader sees it at once (see the module docstring for
+    the trade-off).  Failures are counted in
     ``biometrics.emit.failure{kind=...}`` (``kind`` is the errno name, e.g. ``ENOSPC``, or the
     exception's class), logged on the ``biometrics`` logger, and retried at the next interval.
     """
@@ -115,11 +129,14 @@ class Emission:
         system: bool = True,
         bridges: Sequence[Bridge] = (),
         clock: Callable[[], int] = _wall_ms,
+        finish_each: bool = True,
     ) -> None:
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
         if not isinstance(seconds, int | float) or not seconds > 0:
             raise InvalidValueError(f"emission interval must be positive seconds, got {interval!r}")
         self.interval = float(seconds)
+        self.finish_each = bool(finish_each)
+        """Whether every emission finishes its segment (readable at once) or rotation does."""
         self.collector = collector if collector is not None else default_collector()
         self.emitter = Emitter(options)
         self._clock = clock
@@ -175,6 +192,14 @@ class Emission:
 
     def emit(self) -> bool:
         """Emit now, in the caller's thread; False (and counted, logged) when it failed."""
+        return self._emit(final=False)
+
+    def _emit(self, *, final: bool) -> bool:
+        """One emission; with ``finish_each`` (or ``final``) its segment is finished after it.
+
+        The segment is finished even when a sensor or bridge failed: the lines the others wrote
+        are whole, and a reader should have them now rather than after the next interval.
+        """
         with self._busy:
             for poll in self._polls:
                 with contextlib.suppress(Exception):
@@ -192,7 +217,14 @@ class Emission:
                 self.collector.emit(target, now_ms)
             except Exception as e:
                 self._failed(e)
-                return False
+                ok = False
+            # (final: the end-of-source marker is written here, before the segment is finished)
+            if final or self.finish_each:
+                try:
+                    self.emitter.end(now_ms) if final else self.emitter.close()
+                except Exception as e:
+                    self._failed(e)
+                    ok = False
             return ok
 
     def _failed(self, error: Exception) -> None:
@@ -229,9 +261,7 @@ class Emission:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        self.emit()
-        with contextlib.suppress(Exception):
-            self.emitter.close()
+        self._emit(final=True)
         _forks.forget(self)
         _running.discard(self)
 
@@ -281,6 +311,7 @@ def emit_every(
     system: bool = True,
     bridges: Sequence[Bridge] = (),
     clock: Callable[[], int] = _wall_ms,
+    finish_each: bool = True,
 ) -> Emission:
     """Emit ``collector`` (the default one) to segment files every ``interval`` seconds.
 
@@ -288,6 +319,11 @@ def emit_every(
     ``system`` (the default) the ``biometrics.sys.*`` rusage counters and the process/GC/python
     runtime sensors are registered and refreshed before each emission.  For many processes
     sharing a spool, pass ``options=Options.per_process(spool_dir, job)``.
+
+    Each emission finishes its segment, so ``biometrics serve`` shows it within one poll: a
+    count is on the page within ``interval`` (plus ~0.1 s) of the event.  ``finish_each=False``
+    trades that for fewer files: the segment then rotates by ``Options.flush_interval``, and a
+    count can wait that much longer.  A SIGKILL loses at most one interval of increments.
     """
     return Emission(
         interval,
@@ -296,6 +332,7 @@ def emit_every(
         system=system,
         bridges=bridges,
         clock=clock,
+        finish_each=finish_each,
     ).start()
 
 

@@ -9,8 +9,10 @@ into our segments, so many processes merge in ``biometrics serve`` without
 prometheus_client   in the segment
 ==================  ===================================================================
 Counter             ``<name>_total`` counter (``_created`` dropped: a time, not a count)
-Gauge               gauge
-Histogram           histogram (``_bucket``/``_sum``/``_count``; ``_created`` dropped)
+Gauge               gauge, with ``multiprocess_mode`` as its merge declaration
+                    (:data:`MULTIPROCESS_MODES`)
+Histogram           histogram, every declared bucket (``_bucket``/``_sum``/``_count``;
+                    ``_created`` dropped)
 Summary             histogram with the single bucket ``le="+Inf"``, same ``_sum``/``_count``:
                     it then merges and survives restarts; quantiles cannot be merged and
                     are dropped
@@ -28,9 +30,26 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import BiometricsError
-from ._text import Family, FamilyEmitter, Sample, format_value, render_labels
+from ._text import Family, FamilyEmitter, Sample, format_le, format_value, render_labels
 
-__all__ = ["RUNTIME_PREFIXES", "PrometheusClientBridge"]
+__all__ = ["MULTIPROCESS_MODES", "RUNTIME_PREFIXES", "PrometheusClientBridge"]
+
+MULTIPROCESS_MODES = {
+    "livesum": "sum live",
+    "livemax": "max live",
+    "livemin": "min live",
+    "liveall": "all live",
+    "livemostrecent": "latest live",
+    "sum": "sum",
+    "max": "max",
+    "min": "min",
+    "mostrecent": "latest",
+}
+"""A prometheus_client Gauge's ``multiprocess_mode`` as our merge declaration (``# MERGE``).
+
+``all`` is its default, so it cannot be told from no choice at all: it declares nothing, and
+serve's ``--gauge-mode`` (or a ``--gauge`` pattern, ``=all`` for one series per process)
+applies."""
 
 RUNTIME_PREFIXES = ("process_", "python_gc_", "python_info")
 """prometheus_client's default process/platform/GC collectors; our runtime sensors replace
@@ -52,13 +71,43 @@ def _sample(name: str, labels: dict[str, str], value: float, extra: str = "") ->
 
 
 def _histogram(name: str, samples: Iterable[Any], help: str | None, *, summary: bool) -> Family:
-    """A histogram's lines as they are; a summary's ``_count`` also as the ``+Inf`` bucket."""
+    """Every declared bucket, ``_sum``, ``_count``; a summary's ``_count`` also as ``+Inf``.
+
+    prometheus_client lists every bucket of its layout, empty ones included, which is our rule
+    too, so the layout survives as declared.  Its ``le`` text is re-rendered by
+    :func:`format_le`, so the same bound has one text whoever wrote it (prometheus_client
+    writes ``1e+06`` where we write ``1000000.0``).
+    """
     out = Family(name, "histogram", help)
+    bucket = f"{name}_bucket"
     for s in samples:
         if summary and s.name == f"{name}_count":
-            out.samples.append(_sample(f"{name}_bucket", s.labels, s.value, 'le="+Inf"'))
-        if s.name in (f"{name}_bucket", f"{name}_sum", f"{name}_count"):
+            out.samples.append(_sample(bucket, s.labels, s.value, 'le="+Inf"'))
+        if s.name == bucket and "le" in s.labels:
+            labels = {k: v for k, v in s.labels.items() if k != "le"}
+            le = f'le="{format_le(float(s.labels["le"]))}"'
+            out.samples.append(_sample(bucket, labels, s.value, le))
+        elif s.name in (bucket, f"{name}_sum", f"{name}_count"):
             out.samples.append(_sample(s.name, s.labels, s.value))
+    return out
+
+
+def declared_merges(registry: Any) -> dict[str, str]:
+    """Gauge name -> merge declaration, from the registry's Gauge objects' ``multiprocess_mode``.
+
+    ``collect()`` does not carry the mode, so this reads the registry's collector table, a
+    private attribute stable across prometheus_client releases; read defensively: without it
+    nothing is declared and serve's rules apply, as before.
+    """
+    try:
+        collectors = list(getattr(registry, "_collector_to_names", {}).items())
+    except Exception:  # changed under us by a registering thread, or not a dict: skip once
+        return {}
+    out: dict[str, str] = {}
+    for collector, names in collectors:
+        declared = MULTIPROCESS_MODES.get(str(getattr(collector, "_multiprocess_mode", "")))
+        if declared is not None and getattr(collector, "_type", None) == "gauge":
+            out.update(dict.fromkeys(names, declared))
     return out
 
 
@@ -101,10 +150,15 @@ class PrometheusClientBridge:
     def families(self) -> list[Family]:
         """The registry's current readings, as our families."""
         out: list[Family] = []
+        merges = declared_merges(self.registry)
         for metric in self.registry.collect():
             if self.skip and str(metric.name).startswith(self.skip):
                 continue
-            out.extend(f for f in families_of(metric) if f.samples)
+            merge = merges.get(metric.name, "") if metric.type == "gauge" else ""
+            for family in families_of(metric):
+                if family.samples:
+                    family.merge = merge
+                    out.append(family)
         return out
 
     def emit(self, emitter: FamilyEmitter, now_ms: int) -> None:

@@ -31,6 +31,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -40,11 +41,13 @@ from .. import _forks
 from ..errors import InvalidValueError, SegmentError
 from ..sensors import Counter
 from . import _locks
-from ._text import Family, FamilyEmitter, metadata_lines, sample_line
+from ._text import Family, FamilyEmitter, sample_line, segment_metadata
 
 __all__ = ["Emitter", "Options", "child_prefix"]
 
 _BUFFER = 64 * 1024
+END_LINE = b"# END\n"
+"""A segment's last line when its writer stopped cleanly: live-only gauges leave serve's merge."""
 _NAME_CLASH_TRIES = 10_000
 _TEMP_TRIES = 100
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
@@ -57,10 +60,17 @@ class Options:
     ``flush_interval`` accepts seconds or a ``timedelta``; ``prefix`` may include a directory
     (``/var/spool/biometrics/web.``).  ``mode`` is applied to each segment exactly (umask or
     not); the directory itself is never touched.
+
+    ``flush_interval`` (10 s, :func:`~biometrics.prometheus.emit_every`'s default interval) is
+    the age past which the next emission starts a new segment.  A reader takes a segment only
+    once it is finished, so it bounds how long readings wait in an open one: ``emit_every``
+    finishes a segment after every emission by default and then never waits for it; with
+    ``finish_each=False``, or a bare ``Emitter``, a reading can wait up to ``flush_interval``
+    plus one emission interval.
     """
 
     segment_size: int = 64 * 2**20
-    flush_interval: float | timedelta = 30.0
+    flush_interval: float | timedelta = 10.0
     prefix: str | os.PathLike[str] = "biometrics."
     mode: int = 0o644
 
@@ -154,6 +164,13 @@ class _Holder:
         if segment is not None:
             segment.finish()
 
+    def end(self) -> None:
+        """Finish the open segment with ``# END`` (the writer is done), if one is open."""
+        segment = self.segment
+        if segment is not None:
+            segment.buffer += END_LINE
+            self.finish()
+
 
 class Emitter(FamilyEmitter):
     """An :class:`biometrics.Emitter` that appends to rotating, locked segment files.
@@ -172,7 +189,7 @@ class Emitter(FamilyEmitter):
         self._stamp: int | None = None  # the current (or last) emission's stamp
         self._in_emission = False  # a _take happened since the last flush
         self._last_name: int | None = None  # the time in the last segment's name
-        self._finalizer = weakref.finalize(self, _Holder.finish, self._holder)
+        self._finalizer = weakref.finalize(self, _Holder.end, self._holder)
         _forks.on_fork(self, after_in_child=Emitter.after_fork)
         self.failures = Counter("biometrics.prometheus.emit.failure")
         """Write and create errors, for registering with a Collector."""
@@ -199,7 +216,7 @@ class Emitter(FamilyEmitter):
             for family in families:
                 if family.name not in segment.families:
                     segment.families.add(family.name)
-                    parts.append(metadata_lines(family))
+                    parts.append(segment_metadata(family))
                 parts.extend(sample_line(s, ts) for s in family.samples)
             data = "".join(parts).encode()
             segment.buffer += data
@@ -360,6 +377,29 @@ class Emitter(FamilyEmitter):
             segment = self._holder.segment
             if segment is not None:
                 self._guard(segment, self._holder.finish)
+
+    def end(self, now_ms: int | None = None) -> None:
+        """The writer is done: write ``# END`` as the segment's last line and finish it.
+
+        ``biometrics serve`` then drops this source's values from ``live_only`` gauges (its
+        counters stay).  ``emit_every`` calls it after its final emission (``stop()``, exit);
+        an open segment left at interpreter exit gets it too.  With no segment open, a segment
+        holding only ``# END`` is written (stamped ``now_ms``, default now, as any emission),
+        unless this emitter never wrote anything.  Emitting again afterwards starts a new
+        segment, and the source's live values count again.
+        """
+        with self._lock:
+            segment = self._holder.segment
+            if segment is None:
+                if self._stamp is None:
+                    return
+                now = time.time_ns() // 1_000_000 if now_ms is None else int(now_ms)
+                self._in_emission = False
+                segment = self._segment_for(self._stamp_for(now))
+            self._in_emission = False
+            segment.buffer += END_LINE
+            segment.size += len(END_LINE)
+            self._guard(segment, self._holder.finish)
 
     def after_fork(self) -> None:
         """In a forked child: drop the parent's segment unwritten, and take a prefix of our own.

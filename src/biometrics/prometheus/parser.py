@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
 from ..errors import ParseError
+from ..sensors import MERGE_MODES
 from ._text import format_le, prometheus_name
 
 __all__ = ["Metadata", "Parse", "Sample", "parse"]
@@ -36,7 +37,8 @@ _SAMPLE = re.compile(
 _LABEL = re.compile(
     r"[ \t]*+([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+\"((?:[^\"\\]|\\.)*+)\"[ \t]*+(,|\Z)"
 )
-_META = re.compile(r"#[ \t]++(HELP|TYPE)[ \t]++([^ \t{}\"=,]++)(?:[ \t]++(.*+))?+")
+_META = re.compile(r"#[ \t]++(HELP|TYPE|MERGE)[ \t]++([^ \t{}\"=,]++)(?:[ \t]++(.*+))?+")
+_END = re.compile(r"#[ \t]++END[ \t]*+")
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped", "unknown"})
 _ESCAPES = re.compile(r"\\(.)")
 _SPECIAL = {"+Inf": float("inf"), "-Inf": float("-inf"), "inf": float("inf"),
@@ -55,7 +57,11 @@ class Sample(NamedTuple):
 
 
 class Metadata(NamedTuple):
-    """A ``# HELP`` or ``# TYPE`` line; ``kind`` is ``"HELP"`` or ``"TYPE"``."""
+    """A ``# HELP``, ``# TYPE``, ``# MERGE`` or ``# END`` line; ``kind`` says which.
+
+    ``MERGE`` (our writers' gauge merge declaration) has ``text`` ``"<mode>"`` or
+    ``"<mode> live"``; ``END`` (the writer stopped cleanly) has an empty name and text.
+    """
 
     kind: str
     name: str
@@ -230,6 +236,8 @@ class Parse:
     def _comment(self, line: str, number: int) -> Metadata | None:
         meta = _META.fullmatch(line)
         if meta is None:
+            if _END.fullmatch(line):
+                return Metadata("END", "", "", number)
             return None  # a plain comment
         kind, name, text = meta[1], prometheus_name(meta[2]), meta[3] or ""
         if kind == "TYPE":
@@ -237,8 +245,23 @@ class Parse:
                 self.report(number, f"unknown metric type {text.strip()!r} for {name}")
                 return None
             return Metadata(kind, name, text.strip(), number)
+        if kind == "MERGE":
+            return self._merge(name, text, number)
         text = text.replace("\\\\", "\x00").replace("\\n", "\n").replace("\x00", "\\")
         return Metadata(kind, name, text, number)
+
+    def _merge(self, name: str, text: str, number: int) -> Metadata | None:
+        """A gauge's declared merge; an unknown one is reported, not fatal (a newer writer?)."""
+        words = text.split()
+        if words and words[0] in MERGE_MODES and words[1:] in ([], ["live"]):
+            return Metadata("MERGE", name, " ".join(words), number)
+        self.report(
+            number,
+            f"unknown merge declaration {text[:40]!r} for {name} (expected one of "
+            f"{', '.join(MERGE_MODES)}, optionally followed by 'live'); serve's rules apply",
+            malformed=False,
+        )
+        return None
 
     def _labels(self, text: str, number: int) -> tuple[tuple[str, str], ...] | None:
         pairs: dict[str, str] = {}

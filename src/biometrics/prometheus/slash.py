@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from ._text import Family, FamilyEmitter, Sample, render_page
+from ..moments import Moments
+from ..sensors import Sensor
+from ._text import Family, FamilyEmitter, Sample, moments_page_families, render_page
 
 __all__ = ["SlashMetrics"]
 
@@ -30,6 +32,9 @@ class SlashMetrics(FamilyEmitter):
         self._timestamps = timestamps
         self._lock = threading.Lock()
         self._families: dict[str, _Entry] = {}
+        self._owners: dict[tuple[str, str, str], Sensor] = {}
+        """(family, sample name, labels) -> the sensor that wrote it last, so a removed
+        sensor's series leave the page."""
 
     def _take(self, families: list[Family], now_ms: int) -> None:
         with self._lock:
@@ -42,14 +47,43 @@ class SlashMetrics(FamilyEmitter):
                 for sample in family.samples:
                     entry.series[sample[0], sample[1]] = (sample, now_ms)
 
+    def emit_moments(self, moments: Moments, now_ms: int) -> None:
+        """Take a moments reading as a page shows it: a summary plus gauges, no merge state."""
+        self._take_of(moments, moments_page_families(moments), now_ms)
+
+    def _take_of(self, sensor: Sensor, families: list[Family], now_ms: int) -> None:
+        self._take(families, now_ms)
+        with self._lock:
+            owners = self._owners
+            for family in families:
+                entry = self._families.get(family.name)
+                if entry is None or entry.family.type != family.type:
+                    continue  # not taken (another type holds the name): not this sensor's
+                for sample in family.samples:
+                    owners[family.name, sample[0], sample[1]] = sensor
+
+    def _drop_removed(self) -> None:
+        """Forget the series of sensors removed since (``Family.remove``): off the next page."""
+        gone = [key for key, sensor in self._owners.items() if sensor.removed]
+        for key in gone:
+            del self._owners[key]
+            name, series = key[0], key[1:]
+            entry = self._families.get(name)
+            if entry is not None:
+                entry.series.pop(series, None)
+                if not entry.series:
+                    del self._families[name]
+
     def clear(self) -> None:
         """Forget every reading."""
         with self._lock:
             self._families.clear()
+            self._owners.clear()
 
     def _entries(self) -> list[tuple[Family, list[tuple[Sample, int | None]]]]:
         stamp = self._timestamps
         with self._lock:
+            self._drop_removed()
             return [
                 (entry.family, [(s, t if stamp else None) for s, t in entry.series.values()])
                 for entry in self._families.values()
