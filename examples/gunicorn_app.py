@@ -26,12 +26,9 @@ requests = collector.register(Counter("app.requests", help="Requests served."))
 latency = collector.register(Histogram("app.request.seconds", help="Time to answer."))
 
 interval = float(os.environ.get("BIOMETRICS_INTERVAL", "10"))
+# Each emission finishes its segment, so serve shows it within one poll of the emission.
 emission = emit_every(
-    interval,
-    # a segment per emission: the exporter can take each one as soon as it is written
-    options=Options.per_process(
-        os.environ.get("BIOMETRICS_SPOOL", "."), "app", flush_interval=interval
-    ),
+    interval, options=Options.per_process(os.environ.get("BIOMETRICS_SPOOL", "."), "app")
 )
 
 

@@ -108,7 +108,12 @@ class _SelfMetrics(SensorSet):
             "dropped_series_source_limit",
             "New series refused by --max-series-per-source (also in dropped_series_total).",
         )
-        self.conflicts = counter("type_conflicts", "Readings dropped: their name has another kind.")
+        self.conflicts = counter(
+            "type_conflicts", "Readings dropped: their name has another kind (or layout)."
+        )
+        self.layout_conflicts = counter(
+            "histogram_layout_conflicts", "Histogram readings that do not fit the family layout."
+        )
         self.checkpoints = counter("checkpoints", "State snapshots written.")
         self.failures = counter(
             "ingest_failures", "Failed ingest attempts (I/O): segment, journal or pass."
@@ -126,6 +131,8 @@ class _SelfMetrics(SensorSet):
             share = store.dropped["max_series_per_source"]
             self.dropped_share.count(share - int(self.dropped_share.read()))
             self.conflicts.count(store.conflicts - int(self.conflicts.read()))
+            layout = store.layout_conflicts - int(self.layout_conflicts.read())
+            self.layout_conflicts.count(layout)
             self.series.set(store.series_count())
             self.entries.set(store.entries)
             self.sources.set(store.source_count())

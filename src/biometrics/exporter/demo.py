@@ -58,6 +58,7 @@ def worker(spool: str, job: str, seed: int, emit_every: float, lifetime: float |
                 size.add(max(0.0, rng.gauss(4096.0, 1024.0)))
             in_flight.set(rng.randint(0, 16))
             collector.emit(emitter, time.time_ns() // 1_000_000)
+            emitter.close()  # finished at once, as emit_every does: on the page within a poll
             if lifetime is not None and time.monotonic() - started >= lifetime:
                 break
             time.sleep(emit_every)
