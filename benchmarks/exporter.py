@@ -18,9 +18,8 @@ import tempfile
 import time
 
 from biometrics import Collector, Counter, Histogram
-from biometrics.exporter import Exporter, ExporterOptions
-from biometrics.exporter.http import Server, make_app
-from biometrics.prometheus import Emitter, Options
+from biometrics.exporter import Exporter, ExporterOptions, Server, make_app
+from biometrics.prometheus import Options, SegmentEmitter
 
 OBSERVATIONS = [0.001 * 1.6**k for k in range(20)]
 
@@ -55,14 +54,14 @@ RSS = """
 import os, sys, tempfile, time
 from biometrics import Collector, Counter
 from biometrics.exporter import Exporter, ExporterOptions
-from biometrics.prometheus import Emitter, Options
+from biometrics.prometheus import SegmentEmitter, Options
 sources, per = int(sys.argv[1]), int(sys.argv[2])
 spool = tempfile.mkdtemp()
 for s in range(sources):
     c = Collector()
     for i in range(per):
         c.register(Counter("requests_total", labels={"shard": str(s), "item": str(i)})).click()
-    with Emitter(Options(prefix=f"{spool}/w{s}.")) as e:
+    with SegmentEmitter(Options(prefix=f"{spool}/w{s}.")) as e:
         c.emit(e, 1000)
     del c
 def rss(field):
@@ -93,7 +92,7 @@ def _segments(spool: str, n: int) -> int:
             h.observe(x)
     total = 0
     for pid in range(n):
-        with Emitter(Options(prefix=os.path.join(spool, f"bench.host.{pid}."))) as e:
+        with SegmentEmitter(Options(prefix=os.path.join(spool, f"bench.host.{pid}."))) as e:
             collector.emit(e, 1_000 + pid)
             assert e.path is not None
             total += os.path.getsize(e.path)

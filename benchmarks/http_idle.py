@@ -32,7 +32,7 @@ import urllib.request
 from pathlib import Path
 
 from biometrics import Collector, Counter
-from biometrics.prometheus import Emitter, Options
+from biometrics.prometheus import Options, SegmentEmitter
 
 SLOW = 1000
 SCRAPE_TIMEOUT = 15.0
@@ -46,7 +46,7 @@ def cpu_seconds(pid: int) -> float:
 
 class Serve:
     def __init__(self, spool: Path, state: Path, *extra: str) -> None:
-        argv = [sys.executable, "-m", "biometrics.cli", "serve", str(spool)]
+        argv = [sys.executable, "-m", "biometrics", "serve", str(spool)]
         argv += ["--listen", "127.0.0.1:0", "--state", str(state), "--log-level", "warning"]
         self.proc = subprocess.Popen([*argv, *extra], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -161,17 +161,17 @@ class Slowloris:
                             self.closed[s] = time.monotonic()
                 next_drip += 1
             for key, _ in sel.select(timeout=0.05):
-                s = key.fileobj
-                assert isinstance(s, socket.socket)
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
                 try:
-                    if s.recv(4096):
+                    if ready.recv(4096):
                         continue  # a reply (408); the close follows
                 except BlockingIOError:
                     continue
                 except OSError:
                     pass
-                self.closed.setdefault(s, time.monotonic())
-                sel.unregister(s)
+                self.closed.setdefault(ready, time.monotonic())
+                sel.unregister(ready)
         sel.close()
 
     def wait_closed(self, timeout: float) -> None:
@@ -204,7 +204,7 @@ def run(quick: bool = False) -> None:
         c = Collector()
         for i in range(200):
             c.register(Counter(f"requests_{i}_total", help="Requests.")).count(i)
-        with Emitter(Options(prefix=str(spool / "w1."))) as e:
+        with SegmentEmitter(Options(prefix=str(spool / "w1."))) as e:
             c.emit(e, 1000)
         serve = Serve(spool, tmp / "state.json")
         try:

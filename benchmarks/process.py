@@ -20,9 +20,9 @@ import prometheus_client as pc
 from prometheus_client import values
 
 import biometrics
-from biometrics.exporter.tools import merged_page, timeline
-from biometrics.prometheus import Emission, Emitter, Options
-from biometrics.prometheus.bridge import PrometheusClientBridge
+from biometrics.files import merged_page, timeline
+from biometrics.prometheus import Options, SegmentEmitter
+from biometrics.runtime import Emission, PrometheusClientBridge
 
 CALLS = 100_000
 
@@ -34,7 +34,7 @@ def _median(fn: Callable[[], object], repeats: int, number: int = 1) -> float:
 def _hot_paths(repeats: int, spool: str) -> list[tuple[str, float, float]]:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = spool
     saved = values.ValueClass
-    values.ValueClass = values.MultiProcessValue()
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     try:
         registry = pc.CollectorRegistry()
         their_counter = pc.Counter("mp_c", "c", registry=registry)
@@ -87,7 +87,7 @@ def _emission_and_bridge(repeats: int, spool: Path) -> list[tuple[str, float, fl
     emission.stop()
     registry = _registry_of(1000)
     bridge = PrometheusClientBridge(registry)
-    with Emitter(Options(prefix=spool / "bridge.")) as e:
+    with SegmentEmitter(Options(prefix=spool / "bridge.")) as e:
         clock = iter(range(1_700_000_000_000, 1_800_000_000_000))
         bridged = _median(lambda: bridge.emit(e, next(clock)), repeats, 5) * 1e3
     latest = _median(lambda: pc.generate_latest(registry), repeats, 5) * 1e3
@@ -125,7 +125,7 @@ def _tools(spool: Path) -> tuple[int, float, float]:
     ]
     emits = 400
     for source in range(5):
-        with Emitter(Options(prefix=spool / f"src{source}.", segment_size=2**20)) as e:
+        with SegmentEmitter(Options(prefix=spool / f"src{source}.", segment_size=2**20)) as e:
             for step in range(emits):
                 for c in counters:
                     c.click()

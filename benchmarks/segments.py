@@ -1,7 +1,7 @@
 """Segment emission and parsing against prometheus_client, in the same process.
 
-Emission: 1,000 counters and 100 histograms written to a segment (our Emitter, to a real file)
-against ``generate_latest`` of the equivalent prometheus_client registry (to memory).
+Emission: 1,000 counters and 100 histograms written to a segment (our SegmentEmitter, to a real
+file) against ``generate_latest`` of the equivalent prometheus_client registry (to memory).
 Parsing: one ~50 MB segment through our parser against ``text_string_to_metric_families``
 on the same text, every sample consumed by both; peak traced memory of ours reported.
 """
@@ -20,7 +20,7 @@ import prometheus_client as pc
 from prometheus_client.parser import text_string_to_metric_families
 
 from biometrics import Collector, Counter, Histogram
-from biometrics.prometheus import Emitter, Options, Sample, parse
+from biometrics.prometheus import Options, Sample, SegmentEmitter, parse
 
 
 def _median(fn: Callable[[], object], repeats: int) -> float:
@@ -46,7 +46,7 @@ def _emission(repeats: int, spool: str) -> None:
         for x in values:
             theirs.observe(x)
             ours.observe(x)
-    emitter = Emitter(Options(prefix=os.path.join(spool, "bench."), flush_interval=3600.0))
+    emitter = SegmentEmitter(Options(prefix=os.path.join(spool, "bench."), flush_interval=3600.0))
     now = [1_000]
 
     def ours_emit() -> None:

@@ -1,7 +1,7 @@
 """Remote write: encoding cost and end-to-end shipping to the local Prometheus, same run.
 
 Workload: S sources x E emits x 1,000 counter series (two labels each, plus the source label),
-as segments written by the real Emitter with 10 s between emits; 1,000,000 samples in all
+as segments written by the real SegmentEmitter with 10 s between emits; 1,000,000 samples in all
 (100,000 with --quick).
 - Encoding alone: the parsed samples through ``group`` + protobuf + snappy, at our default
   2,000 samples per request and at Prometheus's own default of 500.
@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 
 from biometrics import Collector, Counter
-from biometrics.exporter import Encoder, RemoteWriteOptions, ShipOptions, Shipper
-from biometrics.exporter.remote_write import group
-from biometrics.prometheus import Emitter, Options, Sample, parse
+from biometrics.prometheus import Options, Sample, SegmentEmitter, parse
+from biometrics.ship import Encoder, RemoteWriteOptions, ShipOptions, Shipper
+from biometrics.ship.remote_write import group
 
 SERIES = 1000
 
@@ -40,7 +40,7 @@ def _spool(directory: Path, sources: int, emits: int, start_ms: int) -> None:
                                                          "code": str(200 + i // 100)}))
             for i in range(SERIES)
         ]  # fmt: skip
-        with Emitter(Options(prefix=str(directory / f"src{s}."), flush_interval=120)) as e:
+        with SegmentEmitter(Options(prefix=str(directory / f"src{s}."), flush_interval=120)) as e:
             for k in range(emits):
                 for i, counter in enumerate(counters):
                     counter.count(i % 5 + 1)

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from biometrics import Counter, Histogram, default_collector
-from biometrics.prometheus import Options, emit_every
+from biometrics.prometheus import Options
+from biometrics.runtime import emit_every
 
 collector = default_collector()
 requests = collector.register(Counter("app.requests", help="Requests served."))

@@ -32,10 +32,10 @@ def self_counter(emitter: RecordingEmitter, label: str) -> object:
 def test_emits_every_sensor_type_with_one_timestamp() -> None:
     """Each kind reaches its emitter method, self-counters first, all at now_ms."""
     c = Collector()
-    c.register_counter(Counter("a.counter")).count(3)
-    c.register_gauge(Gauge("a.gauge")).set(1.5)
-    c.register_moments(Moments("a.moments")).add(2.0)
-    c.register_histogram(Histogram("a.histogram")).observe(0.5)
+    c.register(Counter("a.counter")).count(3)
+    c.register(Gauge("a.gauge")).set(1.5)
+    c.register(Moments("a.moments")).add(2.0)
+    c.register(Histogram("a.histogram")).observe(0.5)
     e = RecordingEmitter()
     c.emit(e, now_ms=42)
     assert e.labels_seen() == [*SELF_COUNTERS, "a.counter", "a.gauge", "a.moments", "a.histogram"]

@@ -3,6 +3,7 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -23,7 +24,7 @@ THREADS = 8
 PER_THREAD = 20_000
 
 
-def hammer(fn) -> None:
+def hammer(fn: Callable[[], object]) -> None:
     start = threading.Barrier(THREADS)
 
     def work() -> None:
@@ -97,7 +98,12 @@ def test_no_lost_updates_on_the_free_threaded_path(monkeypatch: pytest.MonkeyPat
 def test_no_lost_gauge_increments_under_threads() -> None:
     """Concurrent inc/dec pairs cancel out exactly."""
     g = Gauge("g")
-    hammer(lambda: (g.inc(3.0), g.dec(1.0)))
+
+    def inc_then_dec() -> None:
+        g.inc(3.0)
+        g.dec(1.0)
+
+    hammer(inc_then_dec)
     assert g.read() == 2.0 * THREADS * PER_THREAD
 
 
@@ -105,7 +111,12 @@ def test_no_lost_histogram_or_moments_observations_under_threads() -> None:
     """Buffered hot paths (deque + fold) keep every observation, across many folds."""
     h = Histogram("h")
     m = Moments("m")
-    hammer(lambda: (h.observe(0.25), m.add(2.0)))
+
+    def observe_both() -> None:
+        h.observe(0.25)
+        m.add(2.0)
+
+    hammer(observe_both)
     r = h.read()
     assert r.count == THREADS * PER_THREAD
     assert dict(r.buckets)[0.25] == sum(r.counts) == THREADS * PER_THREAD
@@ -119,7 +130,7 @@ def test_reads_while_writing_never_go_backwards() -> None:
     c = Counter("c")
     h = Histogram("h")
     stop = threading.Event()
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[float, int]] = []
 
     def reader() -> None:
         while not stop.is_set() and len(seen) < 100_000:
@@ -127,7 +138,12 @@ def test_reads_while_writing_never_go_backwards() -> None:
 
     t = threading.Thread(target=reader)
     t.start()
-    hammer(lambda: (c.click(), h.observe(1.0)))
+
+    def click_and_observe() -> None:
+        c.click()
+        h.observe(1.0)
+
+    hammer(click_and_observe)
     stop.set()
     t.join(timeout=30)
     assert seen

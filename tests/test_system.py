@@ -1,6 +1,7 @@
 import gc
 import os
 import resource
+import sys
 import time
 
 from biometrics import Collector, Counter, Gauge, RuntimeSensors, SystemSensors
@@ -14,8 +15,14 @@ def burn_cpu(seconds: float) -> None:
 
 
 def test_rusage_counters_follow_getrusage_in_microseconds() -> None:
+    """CPU burnt between two polls shows in utime+stime in microseconds, agrees with getrusage,
+    and every rusage field (plus the error counter) is a sensor in a fixed order.
+    """
     sensors = SystemSensors()
-    cpu = lambda: sensors.counters["utime"].read() + sensors.counters["stime"].read()  # noqa: E731
+
+    def cpu() -> float:
+        return sensors.counters["utime"].read() + sensors.counters["stime"].read()
+
     sensors.poll()
     before = cpu()
     burn_cpu(0.05)
@@ -32,6 +39,9 @@ def test_rusage_counters_follow_getrusage_in_microseconds() -> None:
 
 
 def test_counters_never_go_backwards() -> None:
+    """A lower reading (a restarted source) leaves the counters where they were; a higher one moves
+    them up to it.
+    """
     sensors = SystemSensors(prefix="x.")
     sensors.update(dict.fromkeys(RUSAGE_FIELDS, 100))
     sensors.update(dict.fromkeys(RUSAGE_FIELDS, 40))  # a restarted source
@@ -41,6 +51,7 @@ def test_counters_never_go_backwards() -> None:
 
 
 def test_a_failed_reading_counts_in_errors_and_never_raises() -> None:
+    """getrusage refusing the ``who`` bumps the error counter once and leaves every counter at 0."""
     sensors = SystemSensors(who=-12345)  # not a valid `who`
     sensors.poll()
     assert sensors.errors.read() == 1
@@ -48,6 +59,7 @@ def test_a_failed_reading_counts_in_errors_and_never_raises() -> None:
 
 
 def test_registering_twice_on_one_collector_is_harmless() -> None:
+    """A second SystemSensors on the same collector adds no duplicate sensor."""
     collector = Collector()
     SystemSensors().register(collector)
     SystemSensors().register(collector)
@@ -56,6 +68,9 @@ def test_registering_twice_on_one_collector_is_harmless() -> None:
 
 
 def test_runtime_sensors_read_the_process() -> None:
+    """Memory, fds and their limit, threads, start time, gc collections and the interpreter info
+    match this process, and a gc run between two polls counts exactly once.
+    """
     sensors = RuntimeSensors()
     gc.collect()
     sensors.poll()
@@ -72,12 +87,13 @@ def test_runtime_sensors_read_the_process() -> None:
     gc.collect()
     sensors.poll()
     assert collections.read() == before + 1
-    assert dict(sensors.info.labels)["version"].startswith(f"{os.sys.version_info.major}.")
+    assert dict(sensors.info.labels)["version"].startswith(f"{sys.version_info.major}.")
     assert sensors.info.read() == 1
     assert all(isinstance(s, Counter) for s in sensors.gc.values())
 
 
 def test_proc_usage_reads_a_running_process() -> None:
+    """proc_usage of our own pid reads the CPU time and the fault and context-switch fields."""
     usage = proc_usage(os.getpid())
     assert usage["utime"] > 0 and usage["nvcsw"] >= 0
     assert set(usage) >= {"utime", "stime", "minflt", "majflt", "nvcsw", "nivcsw"}

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from typing import TypeVar
 
-from . import _forks
+from . import _clock, _forks
 from ._labels import LabelPairs
-from .emitter import Emitter
 from .errors import DuplicateSensorError, InvalidValueError
 from .histogram import Histogram
 from .moments import Moments
 from .sensors import Counter, Gauge, Sensor
+from .typing import Emitter
 
 __all__ = ["Collector", "default_collector"]
 
@@ -116,22 +115,6 @@ class Collector:
             with contextlib.suppress(DuplicateSensorError):
                 self.register(sensor)
 
-    def register_counter(self, counter: Counter) -> Counter:
-        """Typed form of :meth:`register`."""
-        return self.register(counter)
-
-    def register_gauge(self, gauge: Gauge) -> Gauge:
-        """Typed form of :meth:`register`."""
-        return self.register(gauge)
-
-    def register_moments(self, moments: Moments) -> Moments:
-        """Typed form of :meth:`register`."""
-        return self.register(moments)
-
-    def register_histogram(self, histogram: Histogram) -> Histogram:
-        """Typed form of :meth:`register`."""
-        return self.register(histogram)
-
     def sensors(self) -> list[Sensor]:
         """Every registered sensor, children of one label together, in registration order."""
         with self._lock:
@@ -146,7 +129,7 @@ class Collector:
         An emitter with a ``flush()`` method is flushed once the batch is written.
         """
         if now_ms is None:
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = _clock.now_ms()
         first: BaseException | None = None
         failures = 0
         sensors = self.sensors()

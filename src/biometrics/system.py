@@ -1,7 +1,7 @@
 """System sensors: ``getrusage`` counters (the Rust ``biometrics_sys`` port) and runtime vitals.
 
 Both kinds are pull sensors: nothing moves until ``poll()``, which :func:`emit_every
-<biometrics.prometheus.emit_every>` calls before each emission.  ``poll()`` never raises; a
+<biometrics.runtime.emit_every>` calls before each emission.  ``poll()`` never raises; a
 reading that cannot be taken is counted in ``biometrics.sys.errors`` and the rest still update.
 """
 

@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
 from .histogram import Histogram, HistogramReading
 from .moments import Moments, MomentsReading
 from .sensors import Counter, Gauge
 
-__all__ = ["RecordingEmitter"]
+__all__ = ["Recorded", "RecordingEmitter", "SensorKind", "SensorValue"]
 
-Reading = int | float | MomentsReading | HistogramReading
+SensorKind = Literal["counter", "gauge", "moments", "histogram"]
+SensorValue = int | float | MomentsReading | HistogramReading
+"""What a sensor's ``read()`` returns, whichever its kind."""
+
+
+class Recorded(NamedTuple):
+    """One recorded reading.  A named tuple, so tests may still compare it with a plain tuple."""
+
+    kind: SensorKind
+    label: str
+    labels: dict[str, str]
+    reading: SensorValue
+    now_ms: int
 
 
 @dataclass
 class RecordingEmitter:
-    """Keeps ``(kind, label, labels, reading, now_ms)`` tuples; can be told to fail on a label."""
+    """Keeps a :class:`Recorded` per reading, in order; can be told to fail on a label."""
 
-    readings: list[tuple[str, str, dict[str, str], Reading, int]] = field(default_factory=list)
+    readings: list[Recorded] = field(default_factory=list)
     fail_on: set[str] = field(default_factory=set)
 
-    def _record(self, kind: str, label: str, labels: dict[str, str], r: Reading, t: int) -> None:
+    def _record(
+        self, kind: SensorKind, label: str, labels: dict[str, str], r: SensorValue, t: int
+    ) -> None:
         if label in self.fail_on:
             raise OSError(f"RecordingEmitter told to fail on {label!r}")
-        self.readings.append((kind, label, labels, r, t))
+        self.readings.append(Recorded(kind, label, labels, r, t))
 
     def emit_counter(self, counter: Counter, now_ms: int) -> None:
         """Record a counter reading."""
@@ -43,4 +58,4 @@ class RecordingEmitter:
 
     def labels_seen(self) -> list[str]:
         """The sensor labels recorded, in order."""
-        return [r[1] for r in self.readings]
+        return [r.label for r in self.readings]

@@ -10,16 +10,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from biometrics import Collector, Counter, Histogram
-from biometrics.exporter import DurableState, Exporter, ExporterOptions, MergeRules, StateError
-from biometrics.exporter._logging import configure
-from biometrics.prometheus import Emitter, Options
+from biometrics import Collector, Counter, Histogram, StateError
+from biometrics._daemon.logfmt import configure
+from biometrics.exporter import DurableState, Exporter, ExporterOptions, MergeRules
+from biometrics.prometheus import Options, SegmentEmitter
+
+from ..helpers import page_value, wait_for
 
 
 def write_segment(spool: Path, source: str, now_ms: int, requests: int) -> str:
@@ -29,24 +29,10 @@ def write_segment(spool: Path, source: str, now_ms: int, requests: int) -> str:
     h = c.register(Histogram("latency_seconds"))
     for _ in range(requests):
         h.observe(0.25)
-    with Emitter(Options(prefix=str(spool / f"{source}."))) as e:
+    with SegmentEmitter(Options(prefix=str(spool / f"{source}."))) as e:
         c.emit(e, now_ms)
         assert e.path is not None
         return e.path
-
-
-def value(page: str, series: str) -> float:
-    for line in page.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{series} not in page:\n{page}")
-
-
-@pytest.fixture
-def options(tmp_path: Path) -> ExporterOptions:
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    return ExporterOptions(spool=str(spool), state=str(tmp_path / "state" / "s.json"))
 
 
 def test_segments_are_merged_journaled_and_removed(options: ExporterOptions) -> None:
@@ -57,9 +43,9 @@ def test_segments_are_merged_journaled_and_removed(options: ExporterOptions) -> 
     exporter.open()
     exporter.ingest_pass(now_ms=2000)
     page = exporter.page()
-    assert value(page, "requests_total") == 7
-    assert value(page, 'latency_seconds_bucket{le="0.25"}') == 7
-    assert value(page, "biometrics_exporter_segments_consumed_total") == 2
+    assert page_value(page, "requests_total") == 7
+    assert page_value(page, 'latency_seconds_bucket{le="0.25"}') == 7
+    assert page_value(page, "biometrics_exporter_segments_consumed_total") == 2
     assert not any(os.path.exists(p) for p in paths)
     assert exporter.durable.journal_bytes > 0
     exporter.close()
@@ -81,7 +67,7 @@ def test_state_survives_restart_and_a_crash_before_the_snapshot(options: Exporte
     second.durable.close()  # "crash": no snapshot of the second segment
     third = Exporter(options)
     third.open()
-    assert value(third.page(), "requests_total") == 5
+    assert page_value(third.page(), "requests_total") == 5
     third.close()
 
 
@@ -98,7 +84,7 @@ def test_a_segment_left_behind_by_a_crash_is_not_double_counted(options: Exporte
     again = Exporter(options)
     again.open()
     again.ingest_pass(now_ms=3000)
-    assert value(again.page(), "requests_total") == 3
+    assert page_value(again.page(), "requests_total") == 3
     assert not os.path.exists(path)
     again.close()
 
@@ -121,9 +107,9 @@ def test_bad_segments_are_quarantined_with_a_reason(options: ExporterOptions) ->
     assert f"{bad}:3: not a sample line" in sidecar
     assert "no <epoch_ms>" in (quarantine / "notes.prom.error").read_text()
     page = exporter.page()
-    assert value(page, "ok_total") == 2
-    assert value(page, "biometrics_exporter_quarantined_segments_total") == 2
-    assert value(page, "biometrics_exporter_parse_errors_total") == 1
+    assert page_value(page, "ok_total") == 2
+    assert page_value(page, "biometrics_exporter_quarantined_segments_total") == 2
+    assert page_value(page, "biometrics_exporter_parse_errors_total") == 1
     exporter.close()
 
 
@@ -147,14 +133,14 @@ def test_locked_segments_wait_and_forgotten_sources_go(options: ExporterOptions)
     c.register(Counter("requests_total")).count(5)
     exporter = Exporter(options)
     exporter.open()
-    with Emitter(Options(prefix=str(spool / "live."))) as e:
+    with SegmentEmitter(Options(prefix=str(spool / "live."))) as e:
         c.emit(e, 20_000)
         exporter.ingest_pass(now_ms=20_000)
         assert e.path is not None and os.path.exists(e.path)
     page = exporter.page()
-    assert value(page, "biometrics_exporter_sources") == 0  # "old" forgotten, "live" unread
+    assert page_value(page, "biometrics_exporter_sources") == 0  # "old" forgotten, "live" unread
     exporter.ingest_pass(now_ms=20_100)
-    assert value(exporter.page(), "requests_total") == 5
+    assert page_value(exporter.page(), "requests_total") == 5
     exporter.close()
 
 
@@ -234,19 +220,19 @@ def _child_full_volume(tmp: Path) -> None:
             "journal is a+b": journal.read_bytes() == records[0] + records[1],
             "journal_bytes": exporter.durable.journal_bytes,
             "spool": sorted(p.name for p in spool.glob("*.prom")),
-            "requests": value(page, "requests_total"),
-            "failures": value(page, "biometrics_exporter_ingest_failures_total"),
+            "requests": page_value(page, "requests_total"),
+            "failures": page_value(page, "biometrics_exporter_ingest_failures_total"),
         }
     exporter.ingest_pass(now_ms=3000)
     out["after"] = {
         "journal is a+b+c": journal.read_bytes() == b"".join(records),
         "spool": sorted(p.name for p in spool.glob("*.prom")),
-        "requests": value(exporter.page(), "requests_total"),
+        "requests": page_value(exporter.page(), "requests_total"),
     }
     exporter.durable.close()  # a crash: no snapshot, the journal alone must hold a, b and c
     again = Exporter(options)
     again.open()
-    out["replayed requests"] = value(again.page(), "requests_total")
+    out["replayed requests"] = page_value(again.page(), "requests_total")
     again.close()
     out["c"] = os.path.basename(c)
     out["journal"] = str(journal)
@@ -260,7 +246,8 @@ def test_a_full_state_volume_keeps_segments_and_ingest_resumes_by_itself(tmp_pat
     Before the fix the segment was skip-listed for good, and a header left in a buffer (or a
     hole) made a later replay stop early and lose every record after it.
     """
-    done = subprocess.run([sys.executable, __file__, "full-volume", str(tmp_path)],
+    root = Path(__file__).parents[2]  # run as a module of the tests package: relative imports
+    done = subprocess.run([sys.executable, "-m", __name__, "full-volume", str(tmp_path)], cwd=root,
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -302,14 +289,14 @@ def test_a_failed_journal_sync_leaves_the_batch_in_the_spool(
     assert all(os.path.exists(p) for p in paths)
     assert journal.read_bytes() == b""
     assert exporter.durable.journal_bytes == 0
-    assert value(exporter.page(), "biometrics_exporter_ingest_failures_total") == 1
+    assert page_value(exporter.page(), "biometrics_exporter_ingest_failures_total") == 1
     exporter.ingest_pass(now_ms=2100)
     assert not any(os.path.exists(p) for p in paths)
-    assert value(exporter.page(), "requests_total") == 7
+    assert page_value(exporter.page(), "requests_total") == 7
     exporter.durable.close()
     again = Exporter(options)
     again.open()
-    assert value(again.page(), "requests_total") == 7
+    assert page_value(again.page(), "requests_total") == 7
     again.close()
 
 
@@ -327,16 +314,6 @@ def run_in_thread(exporter: Exporter, stop: threading.Event) -> tuple[threading.
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, died
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_the_ingest_thread_rides_out_a_full_journal(
@@ -360,9 +337,10 @@ def test_the_ingest_thread_rides_out_a_full_journal(
     stop = threading.Event()
     thread, died = run_in_thread(exporter, stop)
     try:
-        assert wait_for(lambda: not os.path.exists(path)), died
-        assert value(exporter.page(), "requests_total") == 3
-        assert value(exporter.page(), "biometrics_exporter_ingest_failures_total") == 3
+        wait_for(lambda: died or not os.path.exists(path), "the segment consumed", timeout=20)
+        assert died == []
+        assert page_value(exporter.page(), "requests_total") == 3
+        assert page_value(exporter.page(), "biometrics_exporter_ingest_failures_total") == 3
     finally:
         stop.set()
         thread.join(10)
@@ -381,14 +359,15 @@ def test_the_ingest_thread_survives_a_vanished_spool(options: ExporterOptions) -
     stop = threading.Event()
     thread, died = run_in_thread(exporter, stop)
     try:
-        assert wait_for(
-            lambda: value(exporter.page(), "biometrics_exporter_ingest_failures_total") >= 2
-        ), died
+        failures = "biometrics_exporter_ingest_failures_total"
+        wait_for(lambda: died or page_value(exporter.page(), failures) >= 2, "two failed passes",
+                 timeout=20)  # fmt: skip
         assert thread.is_alive(), died
         spool.mkdir()
         path = write_segment(spool, "w1", 1000, 3)
-        assert wait_for(lambda: not os.path.exists(path)), died
-        assert value(exporter.page(), "requests_total") == 3
+        wait_for(lambda: died or not os.path.exists(path), "the segment consumed", timeout=20)
+        assert died == []
+        assert page_value(exporter.page(), "requests_total") == 3
     finally:
         stop.set()
         thread.join(10)
@@ -438,8 +417,8 @@ def test_a_backlog_after_an_outage_keeps_dead_counts_and_forgets_no_live_source(
     page = exporter.page()
     exporter.close()
     assert set(exporter.store.to_json()["tombstones"]) == {"dead"}
-    assert value(page, "requests_total") == 10 + 31
-    assert value(page, "latency_seconds_count") == 10 + 31
+    assert page_value(page, "requests_total") == 10 + 31
+    assert page_value(page, "latency_seconds_count") == 10 + 31
     assert forgotten_live == []
 
 
@@ -476,8 +455,8 @@ def test_poison_pills_never_crash_serve_nor_its_restart(options: ExporterOptions
         exporter.ingest_pass(now_ms=2_000)
         page = exporter.page()
         exporter.close()
-        assert value(page, "c_total") == math.inf  # 1 + 1e308 + 1e308, not NaN
-        assert value(page, "h_count") == 1 and math.isnan(value(page, "g"))
+        assert page_value(page, "c_total") == math.inf  # 1 + 1e308 + 1e308, not NaN
+        assert page_value(page, "h_count") == 1 and math.isnan(page_value(page, "g"))
         assert "m_count" not in page and "h_count 5" not in page
     assert sorted(p.name for p in spool.glob("*.prom")) == []
     quarantined = sorted(p.name for p in (spool / "quarantine").glob("*.prom"))
@@ -491,17 +470,17 @@ def test_a_writer_clock_stepping_back_loses_and_doubles_nothing(options: Exporte
     c = Collector()
     events = c.register(Counter("events_total"))
     t0 = 1_700_000_000_000
-    with Emitter(Options(prefix=str(spool / "w."), flush_interval=5)) as e:
+    with SegmentEmitter(Options(prefix=str(spool / "w."), flush_interval=5)) as e:
         for i in range(40):
             events.click()
             c.emit(e, t0 + i * 1_000 - (3_600_000 if i >= 20 else 0))
-    from biometrics.exporter.tools import merged_page
+    from biometrics.files import merged_page
 
     cat_page, problems = merged_page([spool])
-    assert value(cat_page, "events_total") == 40 and problems == []
+    assert page_value(cat_page, "events_total") == 40 and problems == []
     exporter = Exporter(options)
     exporter.open()
     exporter.ingest_pass(now_ms=t0)
     page = exporter.page()
     exporter.close()
-    assert value(page, "events_total") == 40
+    assert page_value(page, "events_total") == 40

@@ -8,15 +8,15 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from biometrics import StateError
 from biometrics.errors import SegmentError
-from biometrics.exporter import DurableState, StateError, Store
-from biometrics.exporter._logging import LOGGER
-from biometrics.exporter.store import STATE_FORMAT
+from biometrics.exporter import DurableState, Store
+from biometrics.exporter.snapshot import STATE_FORMAT
 
 MAGIC = b"#@biometrics-journal "
 IN_DURABLE = "biometrics.exporter.durable.os."  # what durable.py calls the OS through
@@ -30,25 +30,6 @@ def record(name: str, data: bytes) -> bytes:
 def append_file(durable: DurableState, path: Path) -> None:
     with open(path, "rb") as f:
         durable.append(path.name, f, path.stat().st_size)
-
-
-@pytest.fixture
-def events() -> Iterator[list[logging.LogRecord]]:
-    """The exporter's log records, whatever an earlier test configured."""
-    kept: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            kept.append(record)
-
-    handler, level = Keep(logging.DEBUG), LOGGER.level
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.DEBUG)
-    try:
-        yield kept
-    finally:
-        LOGGER.removeHandler(handler)
-        LOGGER.setLevel(level)
 
 
 def fail_on_journal(

@@ -4,8 +4,9 @@ lines in segments -> the parser -> serve's store, and the command line's --gauge
 from pathlib import Path
 
 from biometrics import Collector, Counter, Gauge, RuntimeSensors
-from biometrics.exporter import MergeRules, Store, source_of
-from biometrics.prometheus import Emission, Emitter, Options, SlashMetrics, parse
+from biometrics.exporter import MergeRules, Store
+from biometrics.prometheus import Options, SegmentEmitter, SlashMetrics, parse, source_of
+from biometrics.runtime import Emission
 
 
 def write(
@@ -15,7 +16,7 @@ def write(
     collector = Collector()
     for sensor in sensors:
         collector.register(sensor)
-    with Emitter(Options(prefix=spool / prefix)) as emitter:
+    with SegmentEmitter(Options(prefix=spool / prefix)) as emitter:
         collector.emit(emitter, now_ms)
         if end:
             emitter.end()

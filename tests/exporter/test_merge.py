@@ -2,6 +2,8 @@
 
 import math
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -10,11 +12,11 @@ from biometrics.exporter.merge import (
     CounterSeries,
     GaugeSeries,
     HistogramSeries,
-    HistogramValue,
     MomentsSeries,
     Series,
-    project,
 )
+from biometrics.prometheus import HistogramValue
+from biometrics.prometheus.segments import project
 
 
 def test_counters_sum_and_stay_monotonic_through_a_restart() -> None:
@@ -246,7 +248,7 @@ def test_forgetting_the_inline_source_moves_the_next_one_in_and_stays_exact(cls:
         HistogramSeries: (hist({0.1: 3.0}, 0.3), hist({0.2: 4.0}, 0.8)),
         MomentsSeries: (MomentsReading.of([1.0, 2.0, 6.0]), MomentsReading.of([5.0, 7.0])),
     }[cls]
-    merged = {
+    merged: Callable[[Any], object] = {
         CounterSeries: lambda s: s.total,
         GaugeSeries: lambda s: s.value,
         HistogramSeries: lambda s: (list(s.buckets()), s.sum, s.count),
@@ -288,7 +290,9 @@ def test_forgetting_the_inline_source_moves_the_next_one_in_and_stays_exact(cls:
         (MomentsSeries, ["", [0, 0, 0, 0, 0], [1, 0, 0, 0, 0], 5], "no live source"),
     ],
 )
-def test_a_series_checks_its_json_field_by_field(cls: type, parts: list, message: str) -> None:
+def test_a_series_checks_its_json_field_by_field(
+    cls: type, parts: list[object], message: str
+) -> None:
     """Each wrong field is a ValueError naming the source and the field, never a TypeError."""
     with pytest.raises(ValueError) as raised:
         make(cls).load_json(parts)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biometrics import MomentsReading
-from biometrics.exporter import DurableState, MergeRules, Reading, StateError, Store
-from biometrics.exporter.merge import HistogramValue
-from biometrics.exporter.store import STATE_FORMAT
+from biometrics import MomentsReading, StateError
+from biometrics.exporter import DurableState, MergeRules, Store
+from biometrics.exporter.snapshot import STATE_FORMAT
+from biometrics.prometheus import HistogramValue, Reading
 
 RULES = MergeRules(gauges=(("g", "sum"),))
 

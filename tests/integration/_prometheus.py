@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import subprocess
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ._serve import wait_for
+from ..helpers import answers_ready, api_data, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -50,17 +48,13 @@ class Prometheus:
             stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
         log.close()
-        wait_for(self.ready, 60, "prometheus ready")
+        wait_for(self.ready, "prometheus ready", timeout=60)
         return self
 
     def ready(self) -> bool:
         assert self.proc is not None
         assert self.proc.poll() is None, (self.directory / "prometheus.log").read_text()[-2000:]
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
+        return answers_ready(f"{self.url}/-/ready")
 
     @property
     def url(self) -> str:
@@ -73,9 +67,7 @@ class Prometheus:
 
     def query_data(self, promql: str, at: float | None = None) -> Any:
         params = {"query": promql} | ({} if at is None else {"time": f"{at:.3f}"})
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return json.load(r)["data"]
+        return api_data(f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params))
 
     def query(self, promql: str) -> float | None:
         result = self.query_data(promql)["result"]

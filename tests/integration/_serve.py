@@ -5,20 +5,20 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
+
+from ..helpers import scrape, series_value
 
 WORKER = """
 import sys, time
 from biometrics import Collector, Counter, Histogram, Moments
-from biometrics.prometheus import Emitter, Options
+from biometrics.prometheus import Options, SegmentEmitter
 spool, name, n, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 c = Collector()
 jobs = c.register(Counter("jobs.done_total", help="Jobs done."))
 work = c.register(Histogram("work.seconds", help="Work time."))
 size = c.register(Moments("work.size", help="Work size."))
-with Emitter(Options(prefix=f"{spool}/{name}.", flush_interval=0.05)) as e:
+with SegmentEmitter(Options(prefix=f"{spool}/{name}.", flush_interval=0.05)) as e:
     for step in range(steps):
         for _ in range(n):
             jobs.click()
@@ -50,7 +50,7 @@ class Serve:
         self.port = 0
 
     def start(self) -> Serve:
-        argv = [sys.executable, "-m", "biometrics.cli", "serve", str(self.spool)]
+        argv = [sys.executable, "-m", "biometrics", "serve", str(self.spool)]
         argv += ["--listen", "127.0.0.1:0", "--state", str(self.state), "--poll-interval", "20ms"]
         argv += ["--checkpoint-interval", "200ms", "--log-level", "warning", *self.extra]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
@@ -62,15 +62,12 @@ class Serve:
         return self
 
     def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return str(r.read().decode())
+        """The page ``serve`` answers now."""
+        return scrape(self.port)
 
     def value(self, series: str) -> float | None:
-        for line in self.metrics().splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[1])
-        return None
+        """``series``'s value on the page now; None while it is not there."""
+        return series_value(self.metrics(), series)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -81,15 +78,3 @@ class Serve:
         assert self.proc is not None
         self.proc.terminate()
         return self.proc.wait(30)
-
-
-def wait_for(check: object, timeout: float, what: str) -> None:
-    """Poll ``check()`` until it is truthy, at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert callable(check)
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from biometrics import DEFAULT_BUCKETS, Collector, Counter, Histogram
 from biometrics.cli import run
-from biometrics.prometheus import Emitter, Options
+from biometrics.prometheus import Options, SegmentEmitter
 
 from ._prometheus import PROMTOOL, needs_prometheus
 
@@ -17,6 +17,10 @@ STEPS = 5
 
 @needs_prometheus
 def test_promtool_creates_blocks_holding_our_samples(tmp_path: Path) -> None:
+    """Backfill output of two sources over several segments becomes TSDB blocks in promtool, each
+    counter and histogram count at its own timestamp with its source label, and every bucket
+    of the default layout present, empty ones included.
+    """
     spool = tmp_path / "spool"
     spool.mkdir()
     expected: dict[tuple[str, str, int], float] = {}
@@ -24,7 +28,7 @@ def test_promtool_creates_blocks_holding_our_samples(tmp_path: Path) -> None:
         c = Collector()
         jobs = c.register(Counter("jobs.done_total", help="Jobs done."))
         lat = c.register(Histogram("lat.seconds", help="Latency."))
-        with Emitter(Options(prefix=spool / f"{name}.", flush_interval=2.0)) as e:
+        with SegmentEmitter(Options(prefix=spool / f"{name}.", flush_interval=2.0)) as e:
             for step in range(STEPS):
                 jobs.count(n)
                 lat.observe(0.25)

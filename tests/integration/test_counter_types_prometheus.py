@@ -9,23 +9,25 @@ a Rust file's counter ``rust_jobs`` with our ``rust_jobs_total`` into one series
 from __future__ import annotations
 
 import http.server
-import json
 import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
+from operator import eq
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from biometrics import Collector, Counter, Moments
-from biometrics.prometheus import Emitter, Options, SlashMetrics
-from biometrics.prometheus._text import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from biometrics.prometheus import Options, SegmentEmitter, SlashMetrics
+from biometrics.prometheus.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from biometrics.system import SystemSensors
 
+from ..helpers import api_data, wait_for
 from ._prometheus import Prometheus, needs_prometheus
-from ._serve import Serve, wait_for
+from ._serve import Serve
 
 pytestmark = needs_prometheus
 NOW = 1_726_547_192_000
@@ -92,7 +94,7 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     (spool / f"rust.{NOW}.prom").write_text(f"# TYPE rust_jobs counter\nrust_jobs 4 {NOW}\n")
     collector = Collector()
     collector.register(Counter("rust.jobs")).count(3)  # ours: rust_jobs_total
-    with Emitter(Options(prefix=spool / "ours.")) as e:
+    with SegmentEmitter(Options(prefix=spool / "ours.")) as e:
         collector.emit(e, NOW)
     server = Serve(spool, tmp_path / "state.json").start()
     yield server
@@ -117,9 +119,7 @@ def prometheus(tmp_path: Path, pages: PageServer, serve: Serve) -> Iterator[Prom
 
 
 def api(prometheus: Prometheus, path: str, **params: str) -> Any:
-    url = f"{prometheus.url}{path}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.load(r)["data"]
+    return api_data(f"{prometheus.url}{path}?{urllib.parse.urlencode(params)}")
 
 
 def target_types(prometheus: Prometheus, job: str) -> dict[str, str]:
@@ -133,8 +133,8 @@ def test_prometheus_stores_our_counters_as_counters_in_both_formats(
 ) -> None:
     """Metadata says ``counter`` (never ``unknown``), the series is ``x_total``, either format."""
     for job in ("om", "text"):
-        wait_for(lambda j=job: prometheus.query(f'http_requests_total{{job="{j}"}}') == 5, 60,
-                 f"{job}: http_requests_total")  # fmt: skip
+        wait_for(partial(prometheus.query, f'http_requests_total{{job="{job}"}}'),
+                 f"{job}: http_requests_total", accept=partial(eq, 5), timeout=60)  # fmt: skip
         assert prometheus.query(f'jobs_done_total{{job="{job}"}}') == 2
         assert prometheus.query(f'http_requests{{job="{job}"}}') is None
     assert pages.scrapes[True] > 0 and pages.scrapes[False] > 0
@@ -151,8 +151,9 @@ def test_prometheus_stores_our_counters_as_counters_in_both_formats(
 def test_moments_are_a_summary_with_sum_and_count(prometheus: Prometheus) -> None:
     """``rate(m_sum)/rate(m_count)`` is possible; the merge state ``_m2``.. is not stored."""
     for job in ("om", "text"):
-        wait_for(lambda j=job: prometheus.query(f'response_size_bytes_sum{{job="{j}"}}') == 90.0,
-                 60, f"{job}: response_size_bytes_sum")  # fmt: skip
+        wait_for(partial(prometheus.query, f'response_size_bytes_sum{{job="{job}"}}'),
+                 f"{job}: response_size_bytes_sum", accept=partial(eq, 90.0),
+                 timeout=60)  # fmt: skip
         assert prometheus.query(f'response_size_bytes_count{{job="{job}"}}') == 3
         assert prometheus.query(f'response_size_bytes_mean{{job="{job}"}}') == 30.0
         assert prometheus.query(f'response_size_bytes_m2{{job="{job}"}}') is None
@@ -161,7 +162,7 @@ def test_moments_are_a_summary_with_sum_and_count(prometheus: Prometheus) -> Non
 
 def test_serve_merges_a_rust_counter_with_ours_as_one_counter(prometheus: Prometheus) -> None:
     """Rust's ``rust_jobs`` (4) and our ``rust_jobs_total`` (3): one counter series, 7."""
-    wait_for(lambda: prometheus.query('rust_jobs_total{job="serve"}') == 7, 60,
-             "serve: rust_jobs_total")  # fmt: skip
+    wait_for(lambda: prometheus.query('rust_jobs_total{job="serve"}') == 7,
+             "serve: rust_jobs_total", timeout=60)  # fmt: skip
     assert prometheus.query('rust_jobs{job="serve"}') is None
     assert target_types(prometheus, "serve")["rust_jobs"] == "counter"

@@ -14,38 +14,17 @@ import select
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from biometrics import Collector, Counter
-from biometrics.prometheus import Emitter, Options
+from biometrics.prometheus import Options, SegmentEmitter
+
+from ..helpers import scrape, series_value, wait_for
 
 SECRET = b"root:$6$hunter2:19000:0:99999:7:::\n"
 BAD = b"# TYPE bad_total counter\nbad_total 1 1000\nthis is not a sample\n"
 T0 = 1_700_000_000_000
 DEADLINE = 10.0
-
-
-def wait_until(check: object, deadline: float, what: str) -> None:
-    """Poll ``check()`` until truthy; fail once ``time.monotonic()`` passes ``deadline``."""
-    assert callable(check)
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def page(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        assert r.status == 200
-        return str(r.read().decode())
-
-
-def value(text: str, series: str) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[1])
-    return None
 
 
 def state_of(directory: Path) -> dict[str, tuple[bytes, int, int]]:
@@ -63,7 +42,7 @@ def test_serve_over_a_hostile_spool_changes_nothing_outside_it(tmp_path: Path) -
 
     Phase one: the quarantine is a link, so the malformed segment must stay in the spool.
     Phase two: the quarantine is a real directory with links planted at the names serve will
-    want; a second malformed segment is quarantined beside them.  Throughout, a real Emitter
+    want; a second malformed segment is quarantined beside them.  Throughout, a real SegmentEmitter
     writes good segments whose counter must come out exact.
     """
     started = time.monotonic()
@@ -81,7 +60,7 @@ def test_serve_over_a_hostile_spool_changes_nothing_outside_it(tmp_path: Path) -
     (spool / "quarantine").symlink_to(victims, target_is_directory=True)
     (spool / "bad.1000.prom").write_bytes(BAD)
     log = tmp_path / "serve.log"
-    argv = [sys.executable, "-m", "biometrics.cli", "serve", str(spool), "--listen",
+    argv = [sys.executable, "-m", "biometrics", "serve", str(spool), "--listen",
             "127.0.0.1:0", "--state", str(state / "s.json"), "--poll-interval", "20ms",
             "--log-level", "warning"]  # fmt: skip
     with open(log, "wb") as err:
@@ -97,24 +76,26 @@ def test_serve_over_a_hostile_spool_changes_nothing_outside_it(tmp_path: Path) -
 
         collector = Collector()
         jobs = collector.register(Counter("good.jobs_total"))
-        with Emitter(Options(prefix=spool / "good.", flush_interval=0.05)) as emitter:
+        with SegmentEmitter(Options(prefix=spool / "good.", flush_interval=0.05)) as emitter:
             for step in range(10):  # 100 ms apart in stamps: a new segment each time
                 jobs.count(2)
                 collector.emit(emitter, T0 + step * 100)
                 if step == 4:
-                    wait_until(lambda: "bad.1000.prom" in log.read_text(), deadline,
-                               "the refused quarantine to be logged")  # fmt: skip
+                    wait_for(lambda: "bad.1000.prom" in log.read_text(),
+                             "the refused quarantine to be logged",
+                             timeout=deadline - time.monotonic())  # fmt: skip
                     (spool / "quarantine").unlink()
                     quarantine = spool / "quarantine"
                     quarantine.mkdir()
                     (quarantine / "bad2.1000.prom.error").symlink_to(secret)
                     (spool / "bad2.1000.prom").write_bytes(BAD)
 
-        wait_until(lambda: value(page(port), "good_jobs_total") == 20, deadline,
-                   "the good counter")  # fmt: skip
-        wait_until((quarantine / "bad2.1000.prom.error.1").exists, deadline,
-                   "the second malformed segment to be quarantined")  # fmt: skip
-        text = page(port)
+        wait_for(lambda: series_value(scrape(port), "good_jobs_total") == 20, "the good counter",
+                 timeout=deadline - time.monotonic())  # fmt: skip
+        wait_for((quarantine / "bad2.1000.prom.error.1").exists,
+                 "the second malformed segment to be quarantined",
+                 timeout=deadline - time.monotonic())  # fmt: skip
+        text = scrape(port)
     finally:
         proc.terminate()
         code = proc.wait(DEADLINE)
@@ -123,8 +104,8 @@ def test_serve_over_a_hostile_spool_changes_nothing_outside_it(tmp_path: Path) -
 
     assert state_of(victims) == before
     assert secret.read_bytes() == SECRET
-    assert value(text, "good_jobs_total") == 20
-    assert value(text, "bad_total") == 2  # the good lines of both malformed segments, once
+    assert series_value(text, "good_jobs_total") == 20
+    assert series_value(text, "bad_total") == 2  # the good lines of both malformed segments, once
     # Refused, not followed: the first bad segment is still in the spool; the second is
     # quarantined beside the planted link, with its sidecar under a fresh name.
     assert (spool / "bad.1000.prom").read_bytes() == BAD

@@ -18,16 +18,16 @@ from collections.abc import Iterator
 import pytest
 
 from biometrics import Collector, Counter
-from biometrics.prometheus import Emitter, Options
+from biometrics.prometheus import Options, SegmentEmitter
+
+from ..helpers import read_until_closed, wait_for
 
 SLOW = 1000
 REQUEST_TIMEOUT = 3.0
 
 SERVER = """
 import sys
-from biometrics.exporter import ExporterOptions
-from biometrics.exporter.http import HttpLimits
-from biometrics.exporter.serve import serve
+from biometrics.exporter import ExporterOptions, HttpLimits, serve
 spool, state, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 serve(ExporterOptions(spool=spool, state=state), "127.0.0.1", 0,
       limits=HttpLimits(request_timeout=timeout),
@@ -53,17 +53,14 @@ def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     spool.mkdir()
     c = Collector()
     c.register(Counter("requests_total", help="Requests.")).count(3)
-    with Emitter(Options(prefix=str(spool / "w1."))) as e:
+    with SegmentEmitter(Options(prefix=str(spool / "w1."))) as e:
         c.emit(e, 1000)
     argv = [sys.executable, "-c", SERVER, str(spool), str(tmp / "state.json"), str(REQUEST_TIMEOUT)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         bound = int(proc.stdout.readline())
-        deadline = time.monotonic() + 10
-        while b"\nrequests_total 3\n" not in scrape(bound, 5)[1]:
-            assert time.monotonic() < deadline, "segment never ingested"
-            time.sleep(0.05)
+        wait_for(lambda: b"\nrequests_total 3\n" in scrape(bound, 5)[1], "the segment ingested")
         yield bound
     finally:
         proc.terminate()
@@ -116,18 +113,18 @@ def test_scrapes_answered_while_1000_slow_connections_are_held_then_cut(port: in
                         closed[s] = time.monotonic()
                 next_drip += 0.5
             for key, _ in sel.select(timeout=0.05):
-                s = key.fileobj
-                assert isinstance(s, socket.socket)
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
                 try:
-                    chunk = s.recv(4096)
+                    chunk = ready.recv(4096)
                 except BlockingIOError:
                     continue
                 except OSError:
                     chunk = b""
-                replies[s] += chunk
+                replies[ready] += chunk
                 if not chunk:
-                    closed[s] = time.monotonic()
-                    sel.unregister(s)
+                    closed[ready] = time.monotonic()
+                    sel.unregister(ready)
         assert len(closed) == SLOW, f"{SLOW - len(closed)} slow connections never closed"
         assert min(closed.values()) > scraped_at, "slow connections were cut before the scrapes"
         held = sorted(closed[s] - opened[s] for s in opened)
@@ -149,13 +146,7 @@ def test_20_kib_header_gets_431_whole_or_trickled(port: int) -> None:
             for i in range(0, len(head), piece):  # every write must succeed
                 s.sendall(head[i : i + piece])
                 time.sleep(0.002)
-            reply = b""
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_until_closed(s, 5)
         assert reply.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), reply[:80]
         assert b"\r\nConnection: close\r\n" in reply
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

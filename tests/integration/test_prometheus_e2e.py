@@ -11,26 +11,23 @@ is known exactly.
 
 from __future__ import annotations
 
-import json
 import math
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client import Counter as PcCounter
 from prometheus_client import Histogram as PcHistogram
 
-from biometrics import Collector, Counter, Histogram
-from biometrics.histogram import DEFAULT_BUCKETS
-from biometrics.prometheus import Emission, Options
-from biometrics.prometheus.bridge import PrometheusClientBridge
+from biometrics import DEFAULT_BUCKETS, Collector, Counter, Histogram
+from biometrics.prometheus import Options
+from biometrics.runtime import Emission, PrometheusClientBridge
 
+from ..helpers import api_data, wait_for
 from ._prometheus import Prometheus, needs_prometheus
 from ._serve import Serve
 
@@ -39,8 +36,10 @@ pytestmark = needs_prometheus
 DEADLINE = 15.0
 """Seconds any one answer may take to appear (scrapes run every second)."""
 
+T = TypeVar("T")
+
 LAYOUT = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-"""The default histogram layout the design fixed (biometrics.histogram.DEFAULT_BUCKETS)."""
+"""The default histogram layout the design fixed (biometrics.DEFAULT_BUCKETS)."""
 
 # Our sensors, per instance: request latencies and a counter.  Together: 100 observations,
 # 0.07 x30, 0.09 x30, 0.3 x10, 0.7 x20, 3.0 x10: median 0.09 (bucket (0.05, 0.1]), 70% <= 0.5.
@@ -99,20 +98,12 @@ class Fleet:
         return scalar(self.query(promql))
 
     def metadata(self) -> dict[str, list[dict[str, str]]]:
-        with urllib.request.urlopen(f"{self.prometheus.url}/api/v1/metadata", timeout=10) as r:
-            return dict(json.load(r)["data"])
+        return dict(api_data(f"{self.prometheus.url}/api/v1/metadata"))
 
 
-def until(fetch: Callable[[], Any], accept: Callable[[Any], bool], what: str) -> Any:
-    """``fetch()`` until ``accept`` takes its answer, within ``DEADLINE``; the last answer shown."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        answer = fetch()
-        if accept(answer):
-            return answer
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: last answer {answer!r}")
-        time.sleep(0.2)
+def until(fetch: Callable[[], T], accept: Callable[[T], bool], what: str) -> T:
+    """``fetch()`` until ``accept`` takes its answer, polled at scrape pace within ``DEADLINE``."""
+    return wait_for(fetch, what, accept=accept, timeout=DEADLINE, every=0.2)
 
 
 def between(lower: float, upper: float, value: float | None) -> bool:

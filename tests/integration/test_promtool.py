@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from biometrics import Collector, Counter, Family, Gauge, Histogram, Moments
-from biometrics.prometheus import Emitter, Options, SlashMetrics
+from biometrics.prometheus import Options, SegmentEmitter, SlashMetrics
 
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
@@ -60,7 +60,7 @@ def test_a_parse_error_would_be_caught() -> None:
 def test_a_timestamped_segment_has_no_parse_error(tmp_path: Path) -> None:
     """Segments (with ms timestamps, HELP/TYPE once) pass the strict parser too."""
     collector = busy_collector()
-    with Emitter(Options(prefix=tmp_path / "s.")) as e:
+    with SegmentEmitter(Options(prefix=tmp_path / "s.")) as e:
         collector.emit(e, 1_726_547_192_000)
         collector.emit(e, 1_726_547_193_000)
     (segment,) = tmp_path.glob("s.*.prom")
@@ -72,12 +72,12 @@ def test_a_timestamped_segment_has_no_parse_error(tmp_path: Path) -> None:
 def test_names_two_kinds_claim_still_give_a_valid_page(tmp_path: Path) -> None:
     """Histogram ``h`` and moments ``m`` in one file, plain ``h_count``/``m_count``/``h_bucket``
     counters in another: the merged page keeps the first kind and promtool accepts it."""
-    from biometrics.exporter.tools import merged_page
+    from biometrics.files import merged_page
 
     collector = busy_collector()
     collector.register(Histogram("h")).observe(0.5)
     collector.register(Moments("m")).add(2.0)
-    with Emitter(Options(prefix=tmp_path / "a.")) as e:
+    with SegmentEmitter(Options(prefix=tmp_path / "a.")) as e:
         collector.emit(e, 1_726_547_192_000)
     (tmp_path / "b.1726547192001.prom").write_text(
         "# TYPE h_count counter\nh_count 5 1726547192001\n# TYPE h_bucket counter\n"
@@ -104,7 +104,7 @@ def test_our_counters_and_moments_draw_no_suffix_lint(tmp_path: Path) -> None:
     Counters named without ``_total`` (ours, the system and runtime sensors', the collector's
     own, a Rust file's) and moments: the SlashMetrics page and the merged page both.
     """
-    from biometrics.exporter.tools import merged_page
+    from biometrics.files import merged_page
     from biometrics.system import RuntimeSensors, SystemSensors
 
     collector = busy_collector()
@@ -114,7 +114,7 @@ def test_our_counters_and_moments_draw_no_suffix_lint(tmp_path: Path) -> None:
     runtime.poll()
     page = SlashMetrics()
     collector.emit(page, 1_726_547_192_000)
-    with Emitter(Options(prefix=tmp_path / "a.")) as e:
+    with SegmentEmitter(Options(prefix=tmp_path / "a.")) as e:
         collector.emit(e, 1_726_547_192_000)
     rust = Path(__file__).parent.parent / "fixtures" / "rust" / "head"
     merged, _ = merged_page([tmp_path, *sorted(rust.glob("*.prom"))])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from biometrics.exporter import Exporter, ExporterOptions
-from biometrics.exporter.tools import merged_page
+from biometrics.files import merged_page
 
 from ._prometheus import PROMTOOL, needs_prometheus
 

@@ -4,7 +4,8 @@ import random
 import time
 from pathlib import Path
 
-from ._serve import Serve, start_workers, wait_for
+from ..helpers import wait_for
+from ._serve import Serve, start_workers
 
 WORKERS, PER_STEP, STEPS = 4, 3, 150
 
@@ -26,14 +27,14 @@ def test_kill9_repeatedly_then_exact_totals(tmp_path: Path) -> None:
         for w in workers:
             assert w.wait(60) == 0
         expected = WORKERS * PER_STEP * STEPS
-        wait_for(lambda: serve.value("jobs_done_total") == expected, 30, "exact total")
-        wait_for(lambda: not list(spool.glob("*.prom")), 30, "spool drained")
+        wait_for(lambda: serve.value("jobs_done_total") == expected, "exact total", timeout=30)
+        wait_for(lambda: not list(spool.glob("*.prom")), "spool drained", timeout=30)
         assert serve.value("work_seconds_count") == expected
         assert serve.value("work_size_count") == expected
         assert serve.value("biometrics_exporter_quarantined_segments_total") == 0
         serve.kill()
         serve = Serve(spool, state).start()  # once more, after the spool is empty
-        wait_for(lambda: serve.value("jobs_done_total") == expected, 30, "state reloaded")
+        wait_for(lambda: serve.value("jobs_done_total") == expected, "state reloaded", timeout=30)
     finally:
         for w in workers:
             w.kill()

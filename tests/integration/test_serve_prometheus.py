@@ -2,12 +2,15 @@
 
 import subprocess
 from collections.abc import Iterator
+from functools import partial
+from operator import eq
 from pathlib import Path
 
 import pytest
 
+from ..helpers import wait_for
 from ._prometheus import PROMTOOL, Prometheus, needs_prometheus
-from ._serve import Serve, start_workers, wait_for
+from ._serve import Serve, start_workers
 
 pytestmark = needs_prometheus
 WORKERS, PER_STEP, STEPS = 3, 5, 20
@@ -53,7 +56,10 @@ def test_prometheus_sees_exact_merged_values(serve: Serve, prometheus: Prometheu
     }
     for promql, expected in checks.items():
         wait_for(
-            lambda q=promql, e=expected: prometheus.query(q) == e, 60, f"{promql} == {expected}"
+            partial(prometheus.query, promql),
+            f"{promql} == {expected}",
+            accept=partial(eq, expected),
+            timeout=60,
         )
     scrapes = prometheus.query("scrape_samples_scraped")
     assert scrapes is not None and scrapes > 0
@@ -64,7 +70,7 @@ def test_promtool_finds_no_error_in_the_page(serve: Serve) -> None:
     workers = start_workers(serve.spool, 2, 1, 3)
     for w in workers:
         assert w.wait(60) == 0
-    wait_for(lambda: serve.value("jobs_done_total") == 6, 30, "ingest")
+    wait_for(lambda: serve.value("jobs_done_total") == 6, "ingest", timeout=30)
     assert PROMTOOL is not None
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=serve.metrics(),
                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip

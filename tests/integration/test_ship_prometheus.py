@@ -10,23 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from biometrics.prometheus import Sample, parse
-
+from ..helpers import spool_samples, wait_for
 from ._prometheus import Prometheus, needs_prometheus
-from ._serve import wait_for
 
 pytestmark = needs_prometheus
 
 HISTORY = """
 import sys
 from biometrics import Collector, Counter, Gauge, Histogram
-from biometrics.prometheus import Emitter, Options
+from biometrics.prometheus import Options, SegmentEmitter
 spool, name, start, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 c = Collector()
 jobs = c.register(Counter("jobs.done_total", help="Jobs done."))
 queue = c.register(Gauge("queue.depth"))
 work = c.register(Histogram("work.seconds", help="Work time."))
-with Emitter(Options(prefix=f"{spool}/{name}.", flush_interval=60)) as e:
+with SegmentEmitter(Options(prefix=f"{spool}/{name}.", flush_interval=60)) as e:
     for step in range(steps):
         jobs.count(step % 7 + 1)
         queue.set(step * 0.5)
@@ -50,15 +48,13 @@ def write_history(spool: Path, first: int, start_ms: int) -> None:
 def expected(spool: Path) -> dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]:
     """Every sample in the spool now, keyed as Prometheus will return it."""
     out: dict[tuple[tuple[str, str], ...], list[tuple[int, float]]] = {}
-    for path in sorted(spool.glob("*.prom")):
+    for path, samples in spool_samples(spool).items():
         source = path.name.split(".")[0]
-        with path.open("rb") as f:
-            for item in parse(f):
-                if isinstance(item, Sample):
-                    key = tuple(sorted({**dict(item.labels), "__name__": item.name,
-                                        "source": source, "site": "lab"}.items()))  # fmt: skip
-                    assert item.timestamp_ms is not None
-                    out.setdefault(key, []).append((item.timestamp_ms, item.value))
+        for item in samples:
+            key = tuple(sorted({**dict(item.labels), "__name__": item.name,
+                                "source": source, "site": "lab"}.items()))  # fmt: skip
+            assert item.timestamp_ms is not None
+            out.setdefault(key, []).append((item.timestamp_ms, item.value))
     return out
 
 
@@ -104,7 +100,7 @@ def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
 class Shipper:
     def __init__(self, spool: Path, url: str, log: Path) -> None:
         self.log = log
-        argv = [sys.executable, "-m", "biometrics.cli", "ship", str(spool), "--url", url,
+        argv = [sys.executable, "-m", "biometrics", "ship", str(spool), "--url", url,
                 "--source-label", "source", "--label", "site=lab", "--poll-interval", "20ms",
                 "--max-samples-per-request", "500", "--max-backoff", "200ms",
                 "--log-level", "info"]  # fmt: skip
@@ -126,7 +122,7 @@ def test_every_sample_arrives_at_its_original_time(tmp_path: Path, prometheus: P
     assert len(want) >= 3 * WORKERS
     shipper = Shipper(spool, f"{prometheus.url}/api/v1/write", tmp_path / "ship.log")
     try:
-        wait_for(lambda: not list(spool.glob("*.prom")), 60, "spool shipped")
+        wait_for(lambda: not list(spool.glob("*.prom")), "spool shipped", timeout=60)
     finally:
         assert shipper.stop() == 0
     assert stored(prometheus, now) == want
@@ -143,14 +139,16 @@ def test_prometheus_down_mid_shipping_loses_nothing(tmp_path: Path, prometheus: 
     shipper = Shipper(spool, f"{prometheus.url}/api/v1/write", log)
     try:
         want = staged(tmp_path / "first", spool, 0, now - 40 * 60_000)
-        wait_for(lambda: not list(spool.glob("*.prom")), 60, "first half shipped")
+        wait_for(lambda: not list(spool.glob("*.prom")), "first half shipped", timeout=60)
         prometheus.stop()
         second = staged(tmp_path / "second", spool, 3, now - 20 * 60_000)
         waiting = sorted(spool.glob("*.prom"))
-        wait_for(lambda: "remote write failed; retrying" in log.read_text(), 30, "a failed try")
+        wait_for(
+            lambda: "remote write failed; retrying" in log.read_text(), "a failed try", timeout=30
+        )
         assert sorted(spool.glob("*.prom")) == waiting  # nothing leaves until acknowledged
         prometheus.start()
-        wait_for(lambda: not list(spool.glob("*.prom")), 60, "second half shipped")
+        wait_for(lambda: not list(spool.glob("*.prom")), "second half shipped", timeout=60)
     finally:
         assert shipper.stop() == 0
     assert "remote write recovered" in log.read_text()

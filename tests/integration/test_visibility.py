@@ -14,10 +14,11 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
+from operator import eq
 from pathlib import Path
 
-from biometrics.prometheus import Sample, parse
-
+from ..helpers import spool_samples, wait_for
 from ._serve import Serve
 
 INTERVAL = 1.0
@@ -29,7 +30,8 @@ DEADLINE = 15.0
 CLICKER = """
 import sys, time
 from biometrics import Counter, default_collector
-from biometrics.prometheus import Options, emit_every
+from biometrics.prometheus import Options
+from biometrics.runtime import emit_every
 spool, interval = sys.argv[1], float(sys.argv[2])
 clicks = default_collector().register(Counter("visible.clicks_total", help="Clicks."))
 emission = emit_every(interval, options=Options.per_process(spool, "clicker"))
@@ -57,23 +59,17 @@ def _carried_at(archive: Path, value: int, timeout: float) -> int:
     ``serve`` archives a segment after its journal is synced, which may be just after the page
     shows it: polled with a deadline.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        stamps = []
-        for path in archive.glob("clicker.*.prom"):
-            with open(path, "rb") as f:
-                stamps += [
-                    s.timestamp_ms
-                    for s in parse(f)
-                    if isinstance(s, Sample)
-                    and s.name == "visible_clicks_total"
-                    and s.value == value
-                    and s.timestamp_ms is not None
-                ]
-        if stamps:
-            return min(stamps)
-        assert time.monotonic() < deadline, f"no archived segment carries {value}"
-        time.sleep(0.02)
+
+    def stamps() -> list[int]:
+        found = spool_samples(archive, "visible_clicks_total", pattern="clicker.*.prom")
+        return [
+            s.timestamp_ms
+            for samples in found.values()
+            for s in samples
+            if s.value == value and s.timestamp_ms is not None
+        ]
+
+    return min(wait_for(stamps, f"an archived segment carrying {value}", timeout=timeout))
 
 
 def test_a_click_is_on_serves_page_within_one_interval(tmp_path: Path) -> None:
@@ -100,10 +96,8 @@ def test_a_click_is_on_serves_page_within_one_interval(tmp_path: Path) -> None:
             clicker.stdin.flush()
             _line(clicker, DEADLINE)  # the click has happened
             clicked = time.monotonic()
-            deadline = clicked + DEADLINE
-            while serve.value("visible_clicks_total") != trial:
-                assert time.monotonic() < deadline, f"click {trial} never reached the page"
-                time.sleep(0.01)
+            wait_for(partial(serve.value, "visible_clicks_total"), f"click {trial} on the page",
+                     accept=partial(eq, trial), timeout=DEADLINE, every=0.01)  # fmt: skip
             seen, seen_wall_ms = time.monotonic(), time.time_ns() / 1e6
             after_click.append(seen - clicked)
             after_emission.append((seen_wall_ms - _carried_at(archive, trial, DEADLINE)) / 1e3)

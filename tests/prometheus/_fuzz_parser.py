@@ -6,7 +6,7 @@ Any exception escaping ``parse`` is a crash; libFuzzer's ``-timeout`` catches sl
 import io
 import sys
 
-import atheris  # type: ignore[import-not-found]
+import atheris
 
 with atheris.instrument_imports():
     from biometrics.prometheus import parse

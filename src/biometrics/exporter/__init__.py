@@ -1,7 +1,15 @@
-"""The exporter daemon: merges many processes' segments, serves them, ships them by remote write.
+"""The exporter daemon: merges many processes' segments and serves them (``biometrics serve``).
 
-Serving needs the ``exporter`` extra (h11); shipping needs the ``ship`` extra (protobuf,
-cramjam, httpx), so its names are imported on first use and say what to install if missing.
+In data-flow order: :class:`Exporter` (``daemon``) claims segments and folds them into the
+:class:`Store` (``store``, with ``ingest``, ``families``, ``sources``, ``rules``, ``merge``,
+``series``), journaled by :class:`DurableState` (``durable``, ``snapshot``); the store renders
+the page (``render``) that :func:`make_app` (``app``) answers and :class:`Server` (``server``,
+``limits``) serves; :func:`serve` (``run``) runs it all.  Shipping by remote write is
+:mod:`biometrics.ship`; ``serve(ship=...)`` starts a shipper of its own.
+
+Serving HTTP needs the ``exporter`` extra (h11), and :func:`serve` and :class:`Server` are
+imported on first use, saying what to install if it is missing: the store alone (what
+``biometrics cat`` renders with, and the CLI's option parsing) must import without it.
 """
 
 from __future__ import annotations
@@ -9,56 +17,44 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StateError
-from .daemon import Exporter, ExporterOptions
+from .app import make_app, wants_openmetrics
+from .daemon import Exporter
 from .durable import DurableState
+from .limits import HttpLimits
 from .merge import GAUGE_MODES
-from .segments import Reading, readings, source_of
-from .store import MergeRules, Store
+from .options import ExporterOptions
+from .rules import MergeRules
+from .store import Store
 
 if TYPE_CHECKING:
-    from .remote_write import Encoder, RemoteWriteClient, RemoteWriteOptions, decode
-    from .ship import ShipMetrics, ShipOptions, Shipper
+    from .run import serve
+    from .server import Server
 
 __all__ = [
     "GAUGE_MODES",
     "DurableState",
-    "Encoder",
     "Exporter",
     "ExporterOptions",
+    "HttpLimits",
     "MergeRules",
-    "Reading",
-    "RemoteWriteClient",
-    "RemoteWriteOptions",
-    "ShipMetrics",
-    "ShipOptions",
-    "Shipper",
-    "StateError",
+    "Server",
     "Store",
-    "decode",
-    "readings",
-    "source_of",
+    "make_app",
+    "serve",
+    "wants_openmetrics",
 ]
 
-_SHIP = {
-    "Encoder": ".remote_write",
-    "RemoteWriteClient": ".remote_write",
-    "RemoteWriteOptions": ".remote_write",
-    "decode": ".remote_write",
-    "ShipMetrics": ".ship",
-    "ShipOptions": ".ship",
-    "Shipper": ".ship",
-}
+_NEEDS_H11 = {"Server": ".server", "serve": ".run"}
 
 
 def __getattr__(name: str) -> Any:
-    module = _SHIP.get(name)
+    module = _NEEDS_H11.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
         return getattr(importlib.import_module(module, __name__), name)
     except ImportError as e:
         raise ImportError(
-            f"biometrics.exporter.{name} needs the 'ship' extra ({e.name} is missing): "
-            "pip install 'biometrics[ship]'"
+            f"biometrics.exporter.{name} needs the 'exporter' extra ({e.name} is missing): "
+            "pip install 'biometrics[exporter]'"
         ) from e

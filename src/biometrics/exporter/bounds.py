@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ._logging import log
+from .._daemon.logfmt import log
 
 __all__ = ["DropLog"]
 

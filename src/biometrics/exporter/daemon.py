@@ -14,25 +14,24 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..errors import ParseError, SegmentError, StateError
-from ..prometheus import Parse, Reader, SlashMetrics, Watcher
-from ._logging import log
-from ._selfmetrics import SensorSet
-from ._spool import SkipList, UnsafeFileError, in_spool, move, quarantine
+from .. import _clock
+from .._daemon.consumer import Claimed, Disposal, SpoolConsumer, Words
+from .._daemon.logfmt import log
+from .._daemon.selfmetrics import SensorSet
+from ..errors import ParseError, StateError
+from ..prometheus import Parse, Reader, SlashMetrics, source_of
 from .durable import DurableState
-from .segments import source_of
-from .store import MergeRules, Store
+from .options import ExporterOptions
+from .selfmetrics import ExporterMetrics
+from .store import Store
 
-__all__ = ["Exporter", "ExporterOptions"]
+__all__ = ["Exporter"]
 
 
 _BACKOFF_MAX = 30.0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+_WORDS = Words(done="consumed", if_kept="it is journaled; will not re-read")
 
 
 def _backoff(failures: int, poll_interval: float) -> float:
@@ -44,119 +43,35 @@ def _backoff(failures: int, poll_interval: float) -> float:
     return max(poll_interval, min(_BACKOFF_MAX, 10 * poll_interval * 2.0 ** min(failures - 1, 16)))
 
 
-@dataclass
-class ExporterOptions:
-    """Everything ``biometrics serve`` can be told; the defaults are the documented ones."""
+@dataclass(slots=True)
+class _Consumed:
+    """A claimed segment folded into the store and journaled, waiting for the journal's sync."""
 
-    spool: str
-    state: str | None = None
-    """Snapshot path; default ``<spool>/.biometrics/state.json`` (journal and lock beside it)."""
-    archive: str | None = None
-    """Move consumed segments here instead of deleting them."""
-    outbox: str | None = None
-    """Move every consumed segment here (for the shipper), malformed ones included."""
-    quarantine: str | None = None
-    """Where unparseable segments go, with a ``.error`` sidecar; default ``<spool>/quarantine``."""
-    rules: MergeRules = field(default_factory=MergeRules)
-    forget_after_ms: int | None = None
-    max_series: int = 500_000
-    """Source-series held at most: sized so the daemon stays within 512 MB of RSS with
-    counters (see docs/ARCHITECTURE.md, "Bounds", and benchmarks/store_memory.py)."""
-    max_series_per_source: int | None = None
-    """Series one source may feed at most, so one runaway process cannot take every other
-    source's room; None: a tenth of ``max_series``."""
-    honor_timestamps: bool = False
-    poll_interval: float = 0.1
-    checkpoint_interval: float = 60.0
-    checkpoint_bytes: int = 64 << 20
-    batch_files: int = 256
-    batch_bytes: int = 64 << 20
-
-    @property
-    def source_limit(self) -> int:
-        """``max_series_per_source``, defaulted."""
-        if self.max_series_per_source is not None:
-            return self.max_series_per_source
-        return max(1, self.max_series // 10)
-
-    @property
-    def state_path(self) -> str:
-        """The snapshot path, defaulted."""
-        return in_spool(self.state, self.spool, ".biometrics", "state.json")
-
-    @property
-    def quarantine_path(self) -> str:
-        """The quarantine directory, defaulted."""
-        return in_spool(self.quarantine, self.spool, "quarantine")
-
-
-class _SelfMetrics(SensorSet):
-    """``biometrics_exporter_*``: the daemon's own health, rendered after the merged series."""
-
-    def __init__(self) -> None:
-        super().__init__("biometrics.exporter")
-        counter, gauge = self.counter, self.gauge
-        self.segments = counter("segments_consumed", "Segments consumed from the spool.")
-        self.bytes = counter("ingested_bytes", "Bytes of segments ingested.")
-        self.samples = counter("ingested_samples", "Sample lines ingested.")
-        self.parse_errors = counter("parse_errors", "Malformed lines skipped.")
-        self.quarantined = counter("quarantined_segments", "Segments moved to quarantine.")
-        self.dropped = counter(
-            "dropped_series", "New series refused by --max-series or --max-series-per-source."
-        )
-        self.dropped_share = counter(
-            "dropped_series_source_limit",
-            "New series refused by --max-series-per-source (also in dropped_series_total).",
-        )
-        self.conflicts = counter(
-            "type_conflicts", "Readings dropped: their name has another kind (or layout)."
-        )
-        self.layout_conflicts = counter(
-            "histogram_layout_conflicts", "Histogram readings that do not fit the family layout."
-        )
-        self.checkpoints = counter("checkpoints", "State snapshots written.")
-        self.failures = counter(
-            "ingest_failures", "Failed ingest attempts (I/O): segment, journal or pass."
-        )
-        self.lag = gauge("ingest_lag_seconds", "Age of the oldest finished unconsumed segment.")
-        self.series = gauge("series", "Merged series in the store.")
-        self.entries = gauge("source_series", "Per-source series held (see --max-series).")
-        self.sources = gauge("sources", "Sources in the store.")
-        self.scrape = self.histogram("scrape_duration_seconds", "Time to render a page.")
-
-    def sync_store(self, store: Store) -> None:
-        with store.lock:
-            # (int(): these are only ever count()ed, so their reads are whole)
-            self.dropped.count(store.dropped_series - int(self.dropped.read()))
-            share = store.dropped["max_series_per_source"]
-            self.dropped_share.count(share - int(self.dropped_share.read()))
-            self.conflicts.count(store.conflicts - int(self.conflicts.read()))
-            layout = store.layout_conflicts - int(self.layout_conflicts.read())
-            self.layout_conflicts.count(layout)
-            self.series.set(store.series_count())
-            self.entries.set(store.entries)
-            self.sources.set(store.source_count())
+    reader: Reader
+    size: int
+    """Bytes journaled: what the batch's size limit counts."""
+    problems: list[ParseError]
+    reason: str | None = None
+    """Why it goes to quarantine rather than away; None if it does not."""
 
 
 class Exporter:
-    """The ingest side of ``biometrics serve`` plus page rendering; HTTP lives in ``http``."""
+    """The ingest side of ``biometrics serve`` and its page (HTTP: :mod:`.app`, :mod:`.server`)."""
 
     def __init__(self, options: ExporterOptions) -> None:
         self.options = options
         self.store = Store(options.rules, max_series=options.max_series,
                            max_series_per_source=options.source_limit)  # fmt: skip
-        self.metrics = _SelfMetrics()
+        self.metrics = ExporterMetrics()
         self.also_shown: list[SensorSet] = []
         """More self-metrics for the page, e.g. the shipper's when ``serve`` also ships."""
-        self.watcher = Watcher(options.spool)
+        self.consumer = SpoolConsumer(options.spool, options.places, self.metrics, _WORDS)
+        """Claims, skips and disposes of the spool's segments (shared with the shipper)."""
         self.durable = DurableState(options.state_path)
         self.ready = threading.Event()
         self._last_checkpoint = time.monotonic()
-        self._skipped = SkipList()
         self._journal_failures = 0
         """Passes in a row the journal failed (see _commit)."""
-        self._page_cache: dict[bool, str] = {}
-        self._page_version = -1
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -232,12 +147,12 @@ class Exporter:
     def ingest_pass(self, now_ms: int | None = None, stop: threading.Event | None = None) -> bool:
         """Consume one batch of finished segments; True if a full batch left more waiting."""
         opts = self.options
-        batch: list[tuple[Reader, str | None, list[ParseError]]] = []
+        batch: list[_Consumed] = []
         size_total = 0
         waiting_since: float | None = None
         failed: StateError | None = None  # the journal's fault: the pass stops, nothing skipped
         try:
-            for path in self.watcher.candidates():
+            for path in self.consumer.candidates():
                 if (
                     len(batch) >= opts.batch_files
                     or size_total >= opts.batch_bytes
@@ -252,13 +167,13 @@ class Exporter:
                     failed = e
                     break
                 if taken is not None:
-                    size_total += taken[3]
-                    batch.append(taken[:3])
+                    size_total += taken.size
+                    batch.append(taken)
             self._commit(batch, failed)
         finally:
-            for reader, _, _ in batch:
-                reader.close()
-        now = _now_ms() if now_ms is None else now_ms
+            for taken in batch:
+                taken.reader.close()
+        now = _clock.now_ms() if now_ms is None else now_ms
         if opts.forget_after_ms is not None:
             # Behind a backlog, judge age by the newest data read: the wall clock would forget
             # live sources whose newer segments are still waiting.
@@ -274,40 +189,26 @@ class Exporter:
             self.checkpoint()
         return waiting_since is not None
 
-    def _take(self, path: str) -> tuple[Reader, str | None, list[ParseError], int] | None:
-        for stray, kind in self.watcher.strays():  # once each, until it changes
-            self.metrics.failures.click()
-            log(logging.WARNING, "not a regular file; ignored, never opened or followed",
-                path=stray, kind=kind, fix="remove it: segments are regular files only (a "
-                "process that can write the spool may have planted it)")  # fmt: skip
-        if self._skipped.skipped(path):
+    def _take(self, path: str) -> _Consumed | None:
+        claimed = self.consumer.claim(path)
+        if claimed is None:
             return None
         try:
-            reader = self.watcher.claim(path)
-        except SegmentError as e:
-            self._skip(path, "cannot open segment", e)
-            return None
-        if reader is None:
-            return None
-        try:
-            return (reader, *self._consume(reader))
+            return self._consume(claimed)
         except StateError:
-            reader.close()  # the journal's fault, not the segment's: it stays, unskipped
+            claimed.reader.close()  # the journal's fault, not the segment's: it stays, unskipped
             raise
         except OSError as e:
-            reader.close()
-            self._skip(path, "cannot read segment", e)
+            claimed.reader.close()
+            self.consumer.skip(path, "cannot read segment", e)
             return None
 
-    def _consume(self, reader: Reader) -> tuple[str | None, list[ParseError], int]:
-        name = os.path.basename(reader.path)
-        parsed_name = source_of(name) if "\n" not in name else None
-        if parsed_name is None:
-            return "file name has no <epoch_ms> before .prom; cannot tell its time", [], 0
+    def _consume(self, claimed: Claimed) -> _Consumed:
+        reader = claimed.reader
         size = os.fstat(reader.fileno()).st_size
-        self.durable.append(name, reader, size)  # all or nothing; StateError: the journal's fault
+        self.durable.append(claimed.name, reader, size)  # all or nothing; StateError: journal's
         parsed = Parse(reader, path=reader.path)  # claimed: its writer is done, it cannot grow
-        self._fold(parsed_name[0], parsed_name[1], parsed)
+        self._fold(claimed.source, claimed.default_ms, parsed)
         self.metrics.segments.click()
         self.metrics.bytes.count(size)
         problems = parsed.problems
@@ -318,67 +219,21 @@ class Exporter:
             log(logging.INFO, "segment readings dropped: cut short by a stopped writer, or a "
                 "name another source gave another kind", path=reader.path, dropped=len(benign),
                 first_problem=str(benign[0]))  # fmt: skip
+        consumed = _Consumed(reader, size, problems)
         if serious:
-            return (
-                f"{len(serious)} malformed line(s); the other lines were ingested",
-                problems,
-                size,
-            )
-        return None, problems, size
+            consumed.reason = f"{len(serious)} malformed line(s); the other lines were ingested"
+        return consumed
 
     def _fold(self, source: str, default_ts: int, parsed: Parse) -> None:
         self.store.ingest_segment(source, parsed, default_ts)
         self.metrics.samples.count(parsed.samples)
 
-    def _finish(self, reader: Reader, reason: str | None, problems: list[ParseError]) -> None:
-        path, fd = reader.path, reader.fileno()
-        try:
-            if self.options.outbox is not None and source_of(os.path.basename(path)):
-                move(path, self.options.outbox, rename_on_clash=False, fd=fd,
-                     hint="remove it (the outbox lives beside --state)")  # fmt: skip
-            elif reason is not None:
-                self._quarantine(path, reason, problems, fd)
-            elif self.options.archive is not None:
-                move(path, self.options.archive, fd=fd,
-                     hint="remove it, or point --archive at a real directory")  # fmt: skip
-            else:
-                reader.unlink()
-        except FileExistsError:
-            log(logging.WARNING, "outbox has a segment of this name; moving it later", path=path)
-            return
-        except UnsafeFileError as e:
-            # Refused, never followed: the segment is journaled, so it stays here, skipped
-            # until it changes (or serve restarts), rather than go through a planted link.
-            self._skip(path, "refusing to move consumed segment; it stays in the spool", e)
-            return
-        except OSError as e:
-            self._skip(
-                path, "cannot remove consumed segment (it is journaled; will not re-read)", e
-            )
-            return
-        log(logging.DEBUG, "segment consumed", path=path)
+    def _finish(self, consumed: _Consumed) -> None:
+        reader = consumed.reader
+        if self.consumer.dispose(reader, consumed.reason, consumed.problems) is not Disposal.KEPT:
+            log(logging.DEBUG, "segment consumed", path=reader.path)
 
-    def _quarantine(
-        self, path: str, reason: str, problems: list[ParseError], fd: int | None = None
-    ) -> None:
-        done = quarantine(path, self.options.quarantine_path, reason, problems, fd=fd)
-        self.metrics.quarantined.click()
-        log(logging.WARNING, "segment quarantined", path=path, moved_to=done.target,
-            sidecar=done.sidecar or "-", reason=reason,
-            first_problem=str(problems[0]) if problems else "")  # fmt: skip
-        if done.sidecar_problem is not None:
-            log(logging.WARNING, "quarantine sidecar not at its usual name", path=done.target,
-                problem=done.sidecar_problem)  # fmt: skip
-
-    def _skip(self, path: str, what: str, error: OSError) -> None:
-        self.metrics.failures.click()
-        self._skipped.add(path)
-        log(logging.ERROR, what, path=path, error=str(error),
-            errno=errno.errorcode.get(error.errno or 0, error.errno))  # fmt: skip
-
-    def _commit(
-        self, batch: list[tuple[Reader, str | None, list[ParseError]]], failed: StateError | None
-    ) -> None:
+    def _commit(self, batch: list[_Consumed], failed: StateError | None) -> None:
         """Sync the journal, only then let the batch's segments go; count journal failures.
 
         A failed sync has cut the batch's records off, so its segments must stay in the spool
@@ -395,8 +250,8 @@ class Exporter:
             except StateError as e:
                 failed = e
         if synced:
-            for reader, reason, problems in batch:
-                self._finish(reader, reason, problems)
+            for consumed in batch:
+                self._finish(consumed)
         if failed is not None:
             self._journal_failures += 1
             self.metrics.failures.click()
@@ -416,23 +271,10 @@ class Exporter:
     def page(self, *, openmetrics: bool = False) -> str:
         """The /metrics page: merged series, then ``biometrics_exporter_*``."""
         started = time.perf_counter()
-        store = self.store
-        # Not under the ingest lock: a large page takes seconds, and the store renders it in
-        # chunks.  One page at a time: a second scrape waits, then finds it cached.  The page
-        # holds every change up to the version read before it was built (and maybe later
-        # ones, which moved the version on, so the next scrape builds afresh).
-        with store.render_lock:
-            version = store.version
-            if self._page_version != version:
-                self._page_cache.clear()
-                self._page_version = version
-            body = self._page_cache.get(openmetrics)
-            if body is None:
-                stamps = self.options.honor_timestamps
-                body = store.render(openmetrics=openmetrics, timestamps=stamps, eof=False)
-                self._page_cache[openmetrics] = body
+        stamps = self.options.honor_timestamps
+        body = self.store.page(openmetrics=openmetrics, timestamps=stamps)
         slash = SlashMetrics()
-        now = _now_ms()
+        now = _clock.now_ms()
         for sensors in (self.metrics, *self.also_shown):
             sensors.emit(slash, now)
         tail = slash.render_openmetrics() if openmetrics else slash.render()

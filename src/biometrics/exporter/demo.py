@@ -15,11 +15,12 @@ import time
 from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 
+from .. import _clock
 from ..collector import Collector
 from ..family import Family
 from ..histogram import Histogram
 from ..moments import Moments
-from ..prometheus import Emitter, Options
+from ..prometheus import Options, SegmentEmitter
 from ..sensors import Counter, Gauge
 
 __all__ = ["start_workers", "stop_workers", "worker"]
@@ -48,7 +49,7 @@ def worker(spool: str, job: str, seed: int, emit_every: float, lifetime: float |
     size = collector.register(Moments("http.response.bytes", help="Response body size."))
     options = Options.per_process(spool, job, flush_interval=emit_every)
     started = time.monotonic()
-    with Emitter(options) as emitter:
+    with SegmentEmitter(options) as emitter:
         while os.getppid() == parent:
             for _ in range(rng.randint(20, 80)):
                 route, typical = rng.choice(_ROUTES)
@@ -57,7 +58,7 @@ def worker(spool: str, job: str, seed: int, emit_every: float, lifetime: float |
                 latency.labels(route).observe(rng.lognormvariate(0.0, 0.6) * typical)
                 size.add(max(0.0, rng.gauss(4096.0, 1024.0)))
             in_flight.set(rng.randint(0, 16))
-            collector.emit(emitter, time.time_ns() // 1_000_000)
+            collector.emit(emitter, _clock.now_ms())
             emitter.close()  # finished at once, as emit_every does: on the page within a poll
             if lifetime is not None and time.monotonic() - started >= lifetime:
                 break

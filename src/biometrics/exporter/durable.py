@@ -26,10 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import SegmentError, StateError
-from ._logging import log
-from ._spool import UnsafeFileError, lock_state_at, open_dir, open_file_at
-from .store import STATE_FORMAT, STATE_VERSION, Store
+from .._daemon.logfmt import log
+from .._daemon.safe_open import lock_state_at, open_dir, open_file_at, write_all
+from ..errors import SegmentError, StateError, UnsafeFileError
+from .snapshot import STATE_FORMAT, STATE_VERSION
+from .store import Store
 
 __all__ = ["DurableState"]
 
@@ -37,16 +38,6 @@ _MAGIC = b"#@biometrics-journal "
 _MAX_SIZE_DIGITS = 19  # any record size up to 2**63 - 1; longer is garbage, not a size
 _MAX_HEADER = len(_MAGIC) + _MAX_SIZE_DIGITS + 1 + 4096 + 1  # a file name is <= 255 bytes
 _HINT = "remove it, or point --state at a directory of its own"
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until all of ``data`` is out: a short write is not an error by itself."""
-    view = memoryview(data)
-    while view:  # bounded: every turn writes at least one byte or raises
-        written = os.write(fd, view)
-        if written <= 0:
-            raise OSError(errno.ENOSPC, "journal write made no progress")
-        view = view[written:]
 
 
 def _unreadable(fd: int, offset: int) -> bool:
@@ -278,7 +269,7 @@ class DurableState:
         try:
             self._cut_overhang(fd)
             os.lseek(fd, start, os.SEEK_SET)
-            _write_all(fd, header)
+            write_all(fd, header, "journal")
             sent = 0
             while sent < size:  # bounded: every turn sends at least one byte or raises
                 try:
@@ -321,15 +312,14 @@ class DurableState:
     def checkpoint(self, store: Store) -> int:
         """Write the snapshot atomically, then empty the journal; returns the snapshot's size."""
         fd = self._require()
-        with store.lock:
-            payload = json.dumps(store.to_json(), separators=(",", ":")).encode()
+        payload = json.dumps(store.to_json(), separators=(",", ":")).encode()  # to_json copies
         dir_fd = self._dir_fd
         assert dir_fd is not None
         tmp = f"{self._name}.tmp.{os.getpid()}"
         try:
             out = self._create_temp(dir_fd, tmp)
             try:
-                _write_all(out, payload)
+                write_all(out, payload, "snapshot")
                 os.fsync(out)
             finally:
                 os.close(out)

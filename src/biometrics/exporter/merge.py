@@ -19,44 +19,26 @@ The record layout (one object per series) is :mod:`biometrics.exporter.series`'s
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Iterator
 from itertools import repeat
 from operator import add, sub
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..moments import MomentsReading
-from .series import Part, Series, as_list, as_number, total
+from ..prometheus.segments import HistogramValue
+from .series import Contribution, Part, Series, as_list, as_number, newest_first, total
 
 __all__ = [
     "GAUGE_MODES",
     "CounterSeries",
     "GaugeSeries",
     "HistogramSeries",
-    "HistogramValue",
     "MomentsSeries",
     "Part",
     "Series",
-    "project",
 ]
 
 GAUGE_MODES = ("sum", "min", "max", "latest", "all")
-
-
-class HistogramValue(NamedTuple):
-    """One histogram reading as the exporter holds it (a tuple: millions are held).
-
-    ``bounds`` are the finite ``le`` listed, ascending: the writer's layout as read from a
-    segment, the family's once the store has taken it (:func:`project`).  ``cumulative[i]``
-    counts observations ``<= bounds[i]``, ``n`` all of them (the ``+Inf`` bucket, ``_count``).
-    Cumulative, not per bucket: it is what a page shows and what a projection reads, and the
-    cumulative counts of a merge are the sums of the sources' cumulative counts.
-    """
-
-    bounds: tuple[float, ...]
-    cumulative: tuple[float, ...]
-    sum: float
-    n: float
 
 
 _MAX_COUNT = 2**53
@@ -94,10 +76,9 @@ class CounterSeries(Series):
         self.ts = max(self.ts, ts)
         return True
 
-    def _retire(self, contribution: tuple[Any, Any, int]) -> None:
-        retired = self._get("")
-        base = (0.0 if retired is None else retired[0]) + contribution[0] + contribution[1]
-        self._set("", base, 0.0, 0)
+    def _retire(self, contribution: Contribution) -> None:
+        base, last, _ = contribution
+        self._set("", self._retired(0.0) + base + last, 0.0, 0)
 
     def _exact(self) -> None:
         if self.more is None:  # one source: no float made, none shared lost
@@ -125,11 +106,13 @@ class GaugeSeries(Series):
 
     def update(self, source: str, value: Any, ts: int) -> bool:
         c = self._get(source)
-        if c is not None and ts <= c[2]:
-            return False
+        prev = 0.0
+        if c is not None:
+            prev, _, t = c
+            if ts <= t:
+                return False
         self._set(source, value, None, ts)
         mode = self.mode
-        prev = 0.0 if c is None else c[0]
         if mode == "sum" and math.isfinite(self.value) and math.isfinite(prev + value):
             self.value += value - prev
             self.ts = max(self.ts, ts)
@@ -148,13 +131,13 @@ class GaugeSeries(Series):
         parts = self.parts()
         self.ts = self._newest()
         if self.mode == "sum":
-            self.value = total(p[1] for p in parts)
+            self.value = total(value for _, value, _, _ in parts)
         elif self.mode == "min":
-            self.value = min(p[1] for p in parts)
+            self.value = min(value for _, value, _, _ in parts)
         elif self.mode == "max":
-            self.value = max(p[1] for p in parts)
+            self.value = max(value for _, value, _, _ in parts)
         else:
-            self.value = max(parts, key=lambda p: p[3])[1]
+            _, self.value, _, _ = max(parts, key=newest_first)
 
     def remode(self, mode: str) -> None:
         """Merge by ``mode`` from now on, the values held included (a declaration changed)."""
@@ -189,36 +172,6 @@ def _together(a: HistogramValue, b: HistogramValue) -> HistogramValue:
 
 _NO_COUNTS = HistogramValue((), (), 0.0, 0.0)
 """An empty histogram of any layout, shared (values are immutable)."""
-
-
-def project(value: HistogramValue, layout: tuple[float, ...]) -> HistogramValue | str:
-    """``value`` on ``layout`` (a family's), or why that cannot be done exactly.
-
-    The cumulative count at each bound of ``layout`` is the reading's at the largest listed
-    ``le`` <= that bound.  That is exact when the bound is listed, or when the reading's bucket
-    the bound falls inside is empty; otherwise the observations in that bucket may lie on
-    either side of the bound, and the reading cannot be shown in this layout.
-    """
-    bounds = value.bounds
-    if bounds is layout:
-        return value
-    if bounds == layout:
-        return value._replace(bounds=layout)
-    cumulative, count = value.cumulative, value.n
-    last = len(bounds) - 1
-    out: list[float] = []
-    for bound in layout:  # bounded by the layout
-        i = bisect_right(bounds, bound) - 1
-        below = cumulative[i] if i >= 0 else 0.0
-        if i < 0 or bounds[i] != bound:
-            above = cumulative[i + 1] if i < last else count
-            if above != below:
-                lo = f"{bounds[i]!r}" if i >= 0 else "-Inf"
-                hi = f"{bounds[i + 1]!r}" if i < last else "+Inf"
-                return (f"the family's bound le={bound!r} falls inside this reading's bucket "
-                        f"({lo}, {hi}], which holds {above - below:.0f} observations")  # fmt: skip
-        out.append(below)
-    return HistogramValue(layout, tuple(out), value.sum, count)
 
 
 class HistogramSeries(Series):
@@ -269,11 +222,10 @@ class HistogramSeries(Series):
         self.sum += value.sum - minus.sum
         self.count += value.n - minus.n
 
-    def _retire(self, contribution: tuple[Any, Any, int]) -> None:
-        retired = self._get("")
-        base = _NO_COUNTS if retired is None else retired[0]
-        base = _together(_together(base, contribution[0]), contribution[1])
-        self._set("", base, _NO_COUNTS, 0)
+    def _retire(self, contribution: Contribution) -> None:
+        base, last, _ = contribution
+        kept = _together(_together(self._retired(_NO_COUNTS), base), last)
+        self._set("", kept, _NO_COUNTS, 0)
 
     def _exact(self) -> None:
         cumulative: tuple[float, ...] = ()
@@ -283,7 +235,7 @@ class HistogramSeries(Series):
             cumulative = _plus(_plus(cumulative, base.cumulative), last.cumulative)
             count += base.n + last.n
         self.cumulative, self.count = cumulative, count
-        self.sum = total(v.sum for p in parts for v in p[1:3])
+        self.sum = total(v.sum for _, base, last, _ in parts for v in (base, last))
         self.ts = self._newest()
 
     def buckets(self) -> Iterator[tuple[float, float]]:
@@ -344,10 +296,9 @@ class MomentsSeries(Series):
             self._exact()
         return True
 
-    def _retire(self, contribution: tuple[Any, Any, int]) -> None:
-        retired = self._get("")
-        base = _EMPTY if retired is None else retired[0]
-        self._set("", base + contribution[0] + contribution[1], _EMPTY, 0)
+    def _retire(self, contribution: Contribution) -> None:
+        base, last, _ = contribution
+        self._set("", self._retired(_EMPTY) + base + last, _EMPTY, 0)
 
     def _exact(self) -> None:
         merged = _EMPTY

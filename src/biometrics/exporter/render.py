@@ -9,7 +9,7 @@ are new since the last one (merged into the sorted rest in near-linear time).
 
 A page built while ingest goes on may show some series before and some after a reading: each
 series is whole and none goes backwards, as with any scrape of a live target.  Only one page is
-built at a time (``Store.render_lock``): the family order is the builder's alone.
+built at a time (``PageCache.lock``): the family order is the builder's alone.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from .._labels import LabelPairs
-from ..prometheus._text import (
+from ..prometheus.exposition import (
     MOMENTS_PAGE,
-    Family,
+    ExpositionFamily,
     format_count,
     format_value,
     histogram_samples,
@@ -33,15 +33,13 @@ from ..prometheus._text import (
     render_labels,
     sample_line,
 )
+from .families import DEAD, FamilyTable
 from .merge import CounterSeries, GaugeSeries, HistogramSeries, MomentsSeries, Series
 
-__all__ = ["DEAD", "FamilyTable", "label_pairs", "label_text", "render_families", "series_text"]
+__all__ = ["PageCache", "label_pairs", "label_text", "render_families", "series_text"]
 
 CHUNK = 8192
 """Series per lock hold while a page is built: ~10 ms when all of them must be rendered."""
-
-DEAD: tuple[str, ...] = ()
-"""The ``text`` of a series taken out of its family (its last live source was forgotten)."""
 
 label_text: Callable[[LabelPairs], str] = render_labels.__wrapped__
 """``{a="x",b="y"}``: a series' key.  Uncached: the store holds more label sets than a cache
@@ -51,11 +49,6 @@ _LABELS = operator.attrgetter("labels")
 _PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _ESCAPE = re.compile(r"\\(.)")
 _UNESCAPE = {"n": "\n", '"': '"', "\\": "\\"}
-_KINDS: dict[str, type[Series]] = {
-    "counter": CounterSeries,
-    "histogram": HistogramSeries,
-    "moments": MomentsSeries,
-}
 
 
 def label_pairs(text: str) -> LabelPairs:
@@ -66,33 +59,31 @@ def label_pairs(text: str) -> LabelPairs:
     )
 
 
-class FamilyTable:
-    """One family's series by label text, plus what the page builder needs between scrapes."""
+class PageCache:
+    """Whole pages of one store version, by format: an unchanged store's page is built once.
 
-    __slots__ = ("added", "kind", "layout", "mode", "order", "series")
+    Prometheus servers in an HA pair, and every other scraper, ask for the same page; only
+    the first scrape after a change pays for building it.
+    """
 
-    def __init__(self, kind: str, mode: str, layout: tuple[float, ...] = ()) -> None:
-        self.kind = kind
-        self.mode = mode
-        self.layout = layout
-        """A histogram family's ``le`` set (finite bounds), fixed by its first reading."""
-        self.series: dict[str, Series] = {}
-        self.added: list[Series] = []
-        """Series created since the last page (written under the store lock)."""
-        self.order: list[Series] = []
-        """The rest, sorted by label text (the page builder's, under the render lock)."""
+    __slots__ = ("_pages", "_version", "lock")
 
-    def new_series(self, labels: str) -> Series:
-        """A new, empty series under ``labels`` (the caller adds its first reading)."""
-        if self.kind == "gauge":
-            series: Series = GaugeSeries(self.mode, labels)
-        elif self.kind == "histogram":
-            series = HistogramSeries(labels, self.layout)
-        else:
-            series = _KINDS[self.kind](labels)
-        self.series[labels] = series
-        self.added.append(series)
-        return series
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        """Held while a page is built: one at a time (a second scrape waits for its page)."""
+        self._pages: dict[tuple[bool, bool], str] = {}
+        self._version = -1
+
+    def get(self, version: int, openmetrics: bool, timestamps: bool) -> str | None:
+        """The page built at ``version`` in this format, if any (call under :attr:`lock`)."""
+        if self._version != version:
+            self._pages.clear()
+            self._version = version
+        return self._pages.get((openmetrics, timestamps))
+
+    def put(self, openmetrics: bool, timestamps: bool, page: str) -> None:
+        """Keep ``page`` for the version :meth:`get` was last asked about."""
+        self._pages[(openmetrics, timestamps)] = page
 
 
 def series_text(name: str, series: Series) -> str | tuple[str, ...]:
@@ -156,7 +147,7 @@ def render_families(
             heads = [(n, k, _help(helps, n, k)) for n, k in _out_families(name, table.kind)]
         for (out_name, kind, help_text), lines in zip(heads, columns, strict=True):
             if lines:
-                out.append(metadata_lines(Family(out_name, kind, help_text),
+                out.append(metadata_lines(ExpositionFamily(out_name, kind, help_text),
                                           openmetrics=openmetrics))  # fmt: skip
                 out += lines
     if openmetrics and eof:

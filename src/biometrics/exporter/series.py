@@ -11,13 +11,34 @@ rendered lines (``text``) on the same object.  Per-source lists and dicts cost ~
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-__all__ = ["Part", "Series", "as_list", "as_number", "as_stamp", "total"]
+__all__ = [
+    "Contribution",
+    "Part",
+    "Series",
+    "as_list",
+    "as_number",
+    "as_stamp",
+    "newest_first",
+    "total",
+]
+
+Contribution = tuple[Any, Any, int]
+"""One source's part of a series: ``(a, b, t)``, unpacked by name wherever it is read.
+
+A plain tuple, not a record, because one is made for every reading folded in (and one per
+source each time a series is recomputed): measured here, a tuple takes ~50-100 ns to make, a
+NamedTuple ~300 ns, a slotted dataclass ~400 ns (~750 ns frozen).  ``a`` and ``b`` are per kind
+(see :class:`Series`), ``t`` the source's newest reading time."""
 
 Part = tuple[str, Any, Any, int]
-"""One source's contribution: (source, a, b, newest reading time); a and b are per kind."""
+"""``(source, a, b, t)``: a :data:`Contribution` with its source, as :meth:`Series.parts` lists."""
+
+newest_first = operator.itemgetter(3)
+"""The key ordering :data:`Part` s by their newest reading time."""
 
 _MAX_TS = 2**63 - 1
 
@@ -80,7 +101,7 @@ class Series:
         self.a: Any = None
         self.b: Any = None
         self.t = 0
-        self.more: dict[str, tuple[Any, Any, int]] | None = None
+        self.more: dict[str, Contribution] | None = None
         self.ts = 0
         self.labels = labels
         """The rendered label set: the series' key in its family (kept here by the store)."""
@@ -112,7 +133,7 @@ class Series:
             out.extend((s, a, b, t) for s, (a, b, t) in self.more.items())
         return out
 
-    def _get(self, source: str) -> tuple[Any, Any, int] | None:
+    def _get(self, source: str) -> Contribution | None:
         if self.src == source:
             return self.a, self.b, self.t
         more = self.more
@@ -127,7 +148,7 @@ class Series:
         else:
             self.more[source] = (a, b, t)
 
-    def _pop(self, source: str) -> tuple[Any, Any, int] | None:
+    def _pop(self, source: str) -> Contribution | None:
         more = self.more
         if self.src == source:
             popped = (self.a, self.b, self.t)
@@ -157,8 +178,16 @@ class Series:
         self._exact()
         return False
 
-    def _retire(self, contribution: tuple[Any, Any, int]) -> None:
+    def _retire(self, contribution: Contribution) -> None:
         """Keep a forgotten source's cumulative part under the pseudo-source ``""``."""
+
+    def _retired(self, empty: Any) -> Any:
+        """What forgotten sources left here (the pseudo-source ``""``'s ``a``), else ``empty``."""
+        retired = self._get("")
+        if retired is None:
+            return empty
+        kept, _, _ = retired
+        return kept
 
     def _exact(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -166,7 +195,7 @@ class Series:
     def _newest(self) -> int:
         if self.more is None:
             return self.t
-        return max((p[3] for p in self.parts()), default=0)
+        return max((t for _, _, _, t in self.parts()), default=0)
 
     # -- JSON form: per source, [source, a, b, t], flat ----------------------------------
 

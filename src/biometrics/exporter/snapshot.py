@@ -20,15 +20,20 @@ disk, and a daemon that cannot start must say why).
 
 from __future__ import annotations
 
+import gc
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from .._labels import LabelPairs
-from ..histogram import checked_layout
+from ..buckets import checked_layout
+from ..prometheus.exposition import counter_name
+from ..prometheus.segments import ReadingKind
+from .families import FamilyTable, PageNames
 from .merge import GAUGE_MODES
-from .render import FamilyTable, label_text
+from .render import label_text
 from .series import as_stamp
+from .sources import Sources
 
 __all__ = ["STATE_FORMAT", "STATE_VERSION", "STATE_VERSIONS", "Loaded", "dump", "load"]
 
@@ -38,7 +43,7 @@ STATE_VERSION = 3
 STATE_VERSIONS = (1, 2, 3)
 """The versions read."""
 
-_KINDS = ("counter", "gauge", "histogram", "moments")
+_KINDS: dict[str, ReadingKind] = {kind: kind for kind in get_args(ReadingKind)}
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _PAIR = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
@@ -49,10 +54,10 @@ _LABEL_TEXT = re.compile(rf"(?:\{{{_PAIR}(?:,{_PAIR})*\}})?")
 class Loaded:
     """A checked snapshot, ready to become a store's contents."""
 
-    sources: dict[str, int]
-    tombstones: dict[str, int]
+    sources: Sources
     helps: dict[str, str]
     families: dict[str, FamilyTable]
+    names: PageNames
     dropped: list[str] = field(default_factory=list)
     """Histogram families of a version 1 or 2 snapshot, left out (see the module docstring)."""
 
@@ -100,7 +105,20 @@ def _times(data: dict[str, Any], key: str) -> dict[str, int]:
 
 
 def load(data: Any) -> Loaded:
-    """Check a snapshot and build its families; ValueError says what is wrong, and where."""
+    """Check a snapshot and build its families; ValueError says what is wrong, and where.
+
+    Counter families of a snapshot written before counters were ``x_total`` are renamed so.
+    """
+    enabled = gc.isenabled()
+    gc.disable()  # nothing loaded forms a cycle, and each collection would walk the parsed
+    try:  # JSON (millions of objects) again: half the load time at a million series
+        return _load(data)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(data: Any) -> Loaded:
     if type(data) is not dict:
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     version = data.get("version")
@@ -123,7 +141,33 @@ def load(data: Any) -> Loaded:
             families[name] = _family(name, raw, version, intern)
         except ValueError as e:
             raise ValueError(f"family {name!r}: {e}") from None
-    return Loaded(sources, tombstones, dict(helps), families, dropped)
+    helps = dict(helps)
+    _canonical_counters(families, helps)
+    names, book = PageNames(), Sources(sources, tombstones)
+    for name, family in families.items():
+        names.claim(name, family.kind, check=True)
+        book.hold_family(name, family)
+    return Loaded(book, helps, families, names, dropped)
+
+
+def _canonical_counters(families: dict[str, FamilyTable], helps: dict[str, str]) -> None:
+    """Rename the counter families of a snapshot written before counters were ``x_total``.
+
+    Their sources go on writing ``x_total``; under the old name the kept totals would be a
+    second, frozen family.  Help follows the family.
+    """
+    for name in [n for n, f in families.items() if f.kind == "counter"]:
+        canonical = counter_name(name)
+        if canonical == name:
+            continue
+        if canonical in families:
+            raise ValueError(
+                f"family {name!r} is a counter, now named {canonical!r}, which the snapshot "
+                "holds too"
+            )
+        families[canonical] = families.pop(name)
+        if name in helps:
+            helps.setdefault(canonical, helps.pop(name))
 
 
 def _family(name: str, raw: Any, version: int, intern: dict[Any, Any]) -> FamilyTable:
@@ -131,9 +175,10 @@ def _family(name: str, raw: Any, version: int, intern: dict[Any, Any]) -> Family
         raise ValueError("not a metric name")
     if type(raw) is not dict:
         raise ValueError(f"expected an object, got {type(raw).__name__}")
-    kind, mode, series = raw.get("kind"), raw.get("mode"), raw.get("series")
-    if kind not in _KINDS or type(kind) is not str:
-        raise ValueError(f"kind: {kind!r:.40} is not one of {', '.join(_KINDS)}")
+    raw_kind, mode, series = raw.get("kind"), raw.get("mode"), raw.get("series")
+    kind = _KINDS.get(raw_kind) if type(raw_kind) is str else None
+    if kind is None:
+        raise ValueError(f"kind: {raw_kind!r:.40} is not one of {', '.join(_KINDS)}")
     modes = GAUGE_MODES if kind == "gauge" else ("",)  # only gauges have modes
     if mode not in modes or type(mode) is not str:
         raise ValueError(f"mode: {mode!r:.40} is not one of {', '.join(map(repr, modes))}")

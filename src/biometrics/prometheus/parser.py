@@ -15,7 +15,7 @@ from typing import BinaryIO, NamedTuple
 
 from ..errors import ParseError
 from ..sensors import MERGE_MODES
-from ._text import format_le, prometheus_name
+from .exposition import format_le, prometheus_name
 
 __all__ = ["Metadata", "Parse", "Sample", "parse"]
 
@@ -101,7 +101,6 @@ class Parse:
         self.strict = strict
         self.problems: list[ParseError] = []
         self.truncated = False
-        self.lines = 0
         self.samples = 0
         self._torn = b""
         self._benign: list[ParseError] = []
@@ -223,9 +222,7 @@ class Parse:
             samples += 1
             yield Sample(pname, labels or (), value, timestamp, number)
         self.samples = samples
-        self.lines = number
         if self._torn:
-            self.lines = number + 1
             self.truncated = True
             self.report(
                 number + 1,

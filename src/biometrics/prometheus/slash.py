@@ -6,7 +6,13 @@ import threading
 
 from ..moments import Moments
 from ..sensors import Sensor
-from ._text import Family, FamilyEmitter, Sample, moments_page_families, render_page
+from .exposition import (
+    ExpositionFamily,
+    FamilyEmitter,
+    RenderedSample,
+    moments_page_families,
+    render_page,
+)
 
 __all__ = ["SlashMetrics"]
 
@@ -14,9 +20,9 @@ __all__ = ["SlashMetrics"]
 class _Entry:
     __slots__ = ("family", "series")
 
-    def __init__(self, family: Family) -> None:
+    def __init__(self, family: ExpositionFamily) -> None:
         self.family = family
-        self.series: dict[tuple[str, str], tuple[Sample, int]] = {}
+        self.series: dict[tuple[str, str], tuple[RenderedSample, int]] = {}
 
 
 class SlashMetrics(FamilyEmitter):
@@ -36,7 +42,8 @@ class SlashMetrics(FamilyEmitter):
         """(family, sample name, labels) -> the sensor that wrote it last, so a removed
         sensor's series leave the page."""
 
-    def _take(self, families: list[Family], now_ms: int) -> None:
+    def emit_families(self, families: list[ExpositionFamily], now_ms: int) -> None:
+        """Keep each series' reading, replacing its earlier one; a name's first type wins."""
         with self._lock:
             for family in families:
                 entry = self._families.get(family.name)
@@ -49,10 +56,12 @@ class SlashMetrics(FamilyEmitter):
 
     def emit_moments(self, moments: Moments, now_ms: int) -> None:
         """Take a moments reading as a page shows it: a summary plus gauges, no merge state."""
-        self._take_of(moments, moments_page_families(moments), now_ms)
+        self._emit_sensor_families(moments, moments_page_families(moments), now_ms)
 
-    def _take_of(self, sensor: Sensor, families: list[Family], now_ms: int) -> None:
-        self._take(families, now_ms)
+    def _emit_sensor_families(
+        self, sensor: Sensor, families: list[ExpositionFamily], now_ms: int
+    ) -> None:
+        self.emit_families(families, now_ms)
         with self._lock:
             owners = self._owners
             for family in families:
@@ -80,7 +89,7 @@ class SlashMetrics(FamilyEmitter):
             self._families.clear()
             self._owners.clear()
 
-    def _entries(self) -> list[tuple[Family, list[tuple[Sample, int | None]]]]:
+    def _entries(self) -> list[tuple[ExpositionFamily, list[tuple[RenderedSample, int | None]]]]:
         stamp = self._timestamps
         with self._lock:
             self._drop_removed()

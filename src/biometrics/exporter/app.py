@@ -1,0 +1,113 @@
+"""The exporter's HTTP face as a WSGI app: ``/metrics`` in the format the scraper asks for.
+
+WSGI keeps the app apart from the server that runs it (:mod:`.server`), so it can be tested
+without sockets and mounted elsewhere.  Prometheus says which format it wants in ``Accept``
+(OpenMetrics 1.0 first, then the 0.0.4 text); a page of a thousand bytes or more is gzipped
+when the scraper accepts it, at level 1: a page is compressed afresh for every scrape, so it
+must be cheap.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..prometheus import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from .daemon import Exporter
+
+__all__ = ["StartResponse", "WSGIApp", "make_app", "wants_openmetrics"]
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_GZIP_MIN = 1024
+
+
+def _q(params: list[str]) -> float:
+    for param in params:
+        key, _, value = param.strip().partition("=")
+        if key.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """True when ``Accept`` prefers OpenMetrics 1.0 (or unversioned) over 0.0.4 text.
+
+    Prometheus 2.42 sends OpenMetrics 1.0.0 first, 0.0.1 at q=0.75, text at q=0.5.  Only
+    version 1.0.0 (or none) counts: we do not write the 0.0.1 draft.
+    """
+    best_om, best_text = 0.0, 0.0
+    for entry in accept.split(","):
+        media, *params = entry.split(";")
+        media = media.strip().lower()
+        q = _q(params)
+        if media == "application/openmetrics-text":
+            version = next((p.split("=", 1)[1].strip() for p in params
+                            if p.strip().lower().startswith("version=")), "1.0.0")  # fmt: skip
+            if version == "1.0.0":
+                best_om = max(best_om, q)
+        elif media in ("text/plain", "text/*", "*/*"):
+            best_text = max(best_text, q)
+    return best_om > 0 and best_om >= best_text
+
+
+def _accepts_gzip(header: str) -> bool:
+    for entry in header.split(","):
+        coding, *params = entry.split(";")
+        if coding.strip().lower() in ("gzip", "x-gzip") and _q(params) > 0:
+            return True
+    return False
+
+
+def make_app(exporter: Exporter) -> WSGIApp:
+    """``/metrics``, ``/-/healthy``, ``/-/ready``; 404 elsewhere, 405 for methods but GET/HEAD."""
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path not in ("/metrics", "/-/healthy", "/-/ready", "/"):
+            return _reply(start_response, "404 Not Found", b"not found; try /metrics\n", method)
+        if method not in ("GET", "HEAD"):
+            return _reply(start_response, "405 Method Not Allowed", b"use GET\n", method,
+                          [("Allow", "GET, HEAD")])  # fmt: skip
+        if path != "/metrics":
+            status, text = _simple(path, exporter.ready.is_set())
+            return _reply(start_response, status, text, method)
+        openmetrics = wants_openmetrics(environ.get("HTTP_ACCEPT", ""))
+        body = exporter.page(openmetrics=openmetrics).encode()
+        headers = [
+            ("Content-Type", OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE),
+            ("Vary", "Accept, Accept-Encoding"),
+        ]
+        if len(body) >= _GZIP_MIN and _accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
+            body = gzip.compress(body, compresslevel=1, mtime=0)
+            headers.append(("Content-Encoding", "gzip"))
+        return _reply(start_response, "200 OK", body, method, headers)
+
+    return app
+
+
+def _simple(path: str, ready: bool) -> tuple[str, bytes]:
+    if path == "/-/healthy":
+        return "200 OK", b"Healthy\n"
+    if path == "/-/ready":
+        return ("200 OK", b"Ready\n") if ready else ("503 Service Unavailable", b"loading state\n")
+    return "200 OK", b"biometrics exporter: see /metrics\n"
+
+
+def _reply(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    method: str,
+    headers: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
+    headers = headers or [("Content-Type", "text/plain; charset=utf-8")]
+    headers.append(("Content-Length", str(len(body))))
+    start_response(status, headers)
+    return [] if method == "HEAD" else [body]

@@ -1,0 +1,360 @@
+"""Background emission: a daemon thread that writes a collector to segments, fork or no fork.
+
+The promise to the host program: emission never raises into its threads, never blocks them, and
+survives ``os.fork()``.  At a fork the emission thread is paused between emissions (so no sensor
+lock is held by it), the child drops the parent's open segment unwritten, writes under a prefix
+with its own pid, starts its own thread, and reports what it counts *after* the fork (cumulative
+readings minus their value at the fork), so summing parent and children counts each event once.
+
+Visibility.  A segment is read by ``biometrics serve`` only once it is finished (unlocked):
+reading a live segment would mean either waiting for its writer or parsing half an emission.
+So by default each emission *finishes* its segment (``finish_each=True``) and the next one
+starts a new file: a count is on serve's page one poll (100 ms) after the emission that carries
+it.  The price is one file per emission per process (6 a minute at the default 10 s), each
+repeating its families' HELP/TYPE lines.  ``finish_each=False`` keeps one segment open across
+emissions until ``Options.flush_interval`` rotates it: fewer, larger files, but a count then
+waits up to a further ``flush_interval`` for the rotation.  Either way a SIGKILL loses at most
+the increments of one interval (the segment's complete lines survive the kill: the kernel
+releases the lock), which is why the default interval is 10 s, under Prometheus's default 15 s
+scrape interval.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any, Protocol
+
+from .. import _clock, _forks
+from ..collector import Collector, default_collector
+from ..errors import InvalidValueError
+from ..histogram import Histogram
+from ..moments import Moments
+from ..prometheus.segment_emitter import Options, SegmentEmitter
+from ..sensors import Counter, Gauge, Sensor
+from ..system import RuntimeSensors, SystemSensors
+
+__all__ = ["Bridge", "Emission", "emit_every"]
+
+LOGGER = logging.getLogger("biometrics")
+LOG_EVERY_SECONDS = 300.0
+"""A failure of one kind is logged when first seen, then at most this often (with a count)."""
+_JOIN_SECONDS = 5.0
+
+
+def _kind_of(error: BaseException) -> str:
+    number = getattr(error, "errno", None)
+    if isinstance(number, int) and number in errno.errorcode:
+        return errno.errorcode[number]
+    return type(error).__name__
+
+
+class Bridge(Protocol):
+    """Something that writes its own families at each emission (see ``bridge.py``)."""
+
+    def emit(self, emitter: SegmentEmitter, now_ms: int) -> None:
+        """Write this bridge's readings through ``emitter``, stamped ``now_ms``."""
+
+
+class _Shifted:
+    """A cumulative sensor seen from a baseline: ``read()`` is the reading minus ``base``."""
+
+    def __init__(self, sensor: Sensor, base: Any) -> None:
+        self._sensor = sensor
+        self._base = base
+
+    def read(self) -> Any:
+        return self._sensor.read() - self._base  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sensor, name)
+
+
+class _SinceFork:
+    """An emitter wrapper that subtracts each cumulative sensor's reading at the fork."""
+
+    def __init__(self, inner: SegmentEmitter, baseline: dict[Sensor, Any]) -> None:
+        self._inner = inner
+        self._baseline = baseline
+
+    def _view(self, sensor: Any) -> Any:
+        base = self._baseline.get(sensor)
+        return sensor if base is None else _Shifted(sensor, base)
+
+    def emit_counter(self, counter: Counter, now_ms: int) -> None:
+        self._inner.emit_counter(self._view(counter), now_ms)
+
+    def emit_gauge(self, gauge: Gauge, now_ms: int) -> None:
+        self._inner.emit_gauge(gauge, now_ms)
+
+    def emit_moments(self, moments: Moments, now_ms: int) -> None:
+        self._inner.emit_moments(self._view(moments), now_ms)
+
+    def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
+        self._inner.emit_histogram(self._view(histogram), now_ms)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+
+class Emission:
+    """A collector emitted every ``interval`` by a daemon thread, and once more at exit.
+
+    Use :func:`emit_every` to make and start one.  ``stop()`` (or leaving the ``with`` block)
+    emits a last time and finishes the segment.  With ``finish_each`` (the default) every
+    emission finishes its segment, so a reader sees it at once (see the module docstring for
+    the trade-off).  Failures are counted in
+    ``biometrics.emit.failure{kind=...}`` (``kind`` is the errno name, e.g. ``ENOSPC``, or the
+    exception's class), logged on the ``biometrics`` logger, and retried at the next interval.
+    """
+
+    def __init__(
+        self,
+        interval: float | timedelta = 10.0,
+        *,
+        collector: Collector | None = None,
+        options: Options | None = None,
+        system: bool = True,
+        bridges: Sequence[Bridge] = (),
+        clock: Callable[[], int] = _clock.now_ms,
+        finish_each: bool = True,
+    ) -> None:
+        seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+        if not isinstance(seconds, int | float) or not seconds > 0:
+            raise InvalidValueError(f"emission interval must be positive seconds, got {interval!r}")
+        self.interval = float(seconds)
+        self.finish_each = bool(finish_each)
+        """Whether every emission finishes its segment (readable at once) or rotation does."""
+        self.collector = collector if collector is not None else default_collector()
+        self.emitter = SegmentEmitter(options)
+        self._clock = clock
+        self._bridges = tuple(bridges)
+        self._polls: list[Callable[[], None]] = []
+        if system:
+            for sensors in (SystemSensors(), RuntimeSensors()):
+                sensors.register(self.collector)
+                self._polls.append(sensors.poll)
+        self.collector.register_missing(self.emitter.failures, self.emitter.segments)
+        self._failures: dict[str, Counter] = {}
+        self._logged: dict[str, tuple[float, int]] = {}
+        self._busy = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._baseline: dict[Sensor, Any] = {}
+        self._at_fork: dict[Sensor, Any] = {}
+        self._stopped = False
+
+    @property
+    def path(self) -> str | None:
+        """The segment being written, if any."""
+        return self.emitter.path
+
+    @property
+    def options(self) -> Options:
+        """The emitter's options (in a forked child, with the child's prefix)."""
+        return self.emitter.options
+
+    def start(self) -> Emission:
+        """Start the thread (once); it first emits one ``interval`` from now."""
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name="biometrics-emit", daemon=True)
+            _stop_at_exit(self)
+            _forks.on_fork(
+                self,
+                before=Emission._before_fork,
+                after_in_parent=Emission._after_fork_in_parent,
+                after_in_child=Emission._after_fork_in_child,
+            )
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        stop = self._stop
+        deadline = time.monotonic() + self.interval
+        while not stop.wait(max(0.0, deadline - time.monotonic())):
+            self.emit()
+            deadline += self.interval
+            now = time.monotonic()
+            if deadline < now:  # fell behind (a stalled disk): skip, do not burst
+                deadline = now + self.interval
+
+    def emit(self) -> bool:
+        """Emit now, in the caller's thread; False (and counted, logged) when it failed."""
+        return self._emit(final=False)
+
+    def _emit(self, *, final: bool) -> bool:
+        """One emission; with ``finish_each`` (or ``final``) its segment is finished after it.
+
+        The segment is finished even when a sensor or bridge failed: the lines the others wrote
+        are whole, and a reader should have them now rather than after the next interval.
+        """
+        with self._busy:
+            for poll in self._polls:
+                with contextlib.suppress(Exception):
+                    poll()
+            target = _SinceFork(self.emitter, self._baseline) if self._baseline else self.emitter
+            now_ms = self._clock()
+            ok = True
+            for bridge in self._bridges:
+                try:
+                    bridge.emit(self.emitter, now_ms)
+                except Exception as e:  # the host must never see our failures
+                    self._failed(e)
+                    ok = False
+            try:
+                self.collector.emit(target, now_ms)
+            except Exception as e:
+                self._failed(e)
+                ok = False
+            # (final: the end-of-source marker is written here, before the segment is finished)
+            if final or self.finish_each:
+                try:
+                    self.emitter.end(now_ms) if final else self.emitter.close()
+                except Exception as e:
+                    self._failed(e)
+                    ok = False
+            return ok
+
+    def _failed(self, error: Exception) -> None:
+        kind = _kind_of(error)
+        counter = self._failures.get(kind)
+        if counter is None:
+            counter = Counter(
+                "biometrics.emit.failure",
+                labels={"kind": kind},
+                help="Background emissions that failed, by errno name or exception class.",
+            )
+            self._failures[kind] = counter
+            self.collector.register_missing(counter)
+        counter.click()
+        now = time.monotonic()
+        last, suppressed = self._logged.get(kind, (-LOG_EVERY_SECONDS, 0))
+        if now - last < LOG_EVERY_SECONDS:
+            self._logged[kind] = (last, suppressed + 1)
+            return
+        self._logged[kind] = (now, 0)
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        with contextlib.suppress(Exception):
+            LOGGER.warning(
+                "biometrics: emission failed (%s): %s%s; retrying every %gs",
+                kind, error, more, self.interval,
+            )  # fmt: skip
+
+    def stop(self, timeout: float = _JOIN_SECONDS) -> None:
+        """Stop the thread, emit a last time, finish the segment.  Idempotent; never raises."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._emit(final=True)
+        _forks.forget(self)
+        _running.discard(self)
+
+    def __enter__(self) -> Emission:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- fork -----------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        self._busy.acquire()
+        try:
+            self._at_fork = {s: _read(s) for s in self.collector.sensors() if _cumulative(s)}
+        except Exception:  # a failed read only costs the child its baseline
+            self._at_fork = {}
+
+    def _after_fork_in_parent(self) -> None:
+        self._at_fork = {}
+        self._busy.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._busy = threading.Lock()
+        self._stop = threading.Event()
+        self._baseline, self._at_fork = self._at_fork, {}
+        self._logged = {}
+        self.emitter.after_fork()
+        self._thread = None  # the parent's thread does not exist here
+        self.start()
+        _finalize_in_multiprocessing(self)
+
+
+def _read(sensor: Sensor) -> Any:
+    return sensor.read()  # type: ignore[attr-defined]
+
+
+def _cumulative(sensor: Sensor) -> bool:
+    return isinstance(sensor, Counter | Moments | Histogram)
+
+
+def emit_every(
+    interval: float | timedelta = 10.0,
+    *,
+    collector: Collector | None = None,
+    options: Options | None = None,
+    system: bool = True,
+    bridges: Sequence[Bridge] = (),
+    clock: Callable[[], int] = _clock.now_ms,
+    finish_each: bool = True,
+) -> Emission:
+    """Emit ``collector`` (the default one) to segment files every ``interval`` seconds.
+
+    Returns the started :class:`Emission`; it also stops itself at interpreter exit.  With
+    ``system`` (the default) the ``biometrics.sys.*`` rusage counters and the process/GC/python
+    runtime sensors are registered and refreshed before each emission.  For many processes
+    sharing a spool, pass ``options=Options.per_process(spool_dir, job)``.
+
+    Each emission finishes its segment, so ``biometrics serve`` shows it within one poll: a
+    count is on the page within ``interval`` (plus ~0.1 s) of the event.  ``finish_each=False``
+    trades that for fewer files: the segment then rotates by ``Options.flush_interval``, and a
+    count can wait that much longer.  A SIGKILL loses at most one interval of increments.
+    """
+    return Emission(
+        interval,
+        collector=collector,
+        options=options,
+        system=system,
+        bridges=bridges,
+        clock=clock,
+        finish_each=finish_each,
+    ).start()
+
+
+_running: weakref.WeakSet[Emission] = weakref.WeakSet()
+
+
+def _stop_at_exit(emission: Emission) -> None:
+    if not _running:
+        atexit.unregister(_stop_all)  # at most one registration, however often this runs
+        atexit.register(_stop_all)
+    _running.add(emission)
+
+
+def _stop_all() -> None:
+    for emission in list(_running):
+        emission.stop()
+
+
+def _finalize_in_multiprocessing(emission: Emission) -> None:
+    """A multiprocessing child leaves by ``os._exit`` (no atexit): stop by its finalizers."""
+    util: Any = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+
+    def arm(target: Emission) -> None:
+        util.Finalize(target, target.stop, exitpriority=-100)
+
+    with contextlib.suppress(Exception):
+        util.register_after_fork(emission, arm)

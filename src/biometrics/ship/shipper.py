@@ -1,0 +1,338 @@
+"""The shipper: every timestamped sample of a spool's segments, to a remote-write receiver.
+
+Segments are claimed oldest first and streamed line by line into requests of at most
+``max_samples_per_request`` samples; one request is in flight at a time, so each series' samples
+arrive in time order.  A segment leaves the spool only when every request that carried its
+samples was acknowledged with a 2xx (at-least-once).  The lines acknowledged so far are recorded
+in a small progress file after every acknowledgement, so a shipper killed half-way through a
+large segment resumes after its last acknowledged line instead of sending it all again.
+
+This module is the claim / read / settle loop; :mod:`.delivery` sends the requests and decides
+what each answer means, and the spool handling is the one both daemons share
+(:class:`~biometrics._daemon.consumer.SpoolConsumer`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from .._daemon.consumer import Claimed, Disposal, SpoolConsumer, Words
+from .._daemon.logfmt import log
+from .._daemon.preflight import check_places
+from .._daemon.safe_open import lock_state
+from .._labels import LabelPairs
+from ..errors import SegmentError
+from ..prometheus.kinds import SeriesNames
+from ..prometheus.parser import Metadata, Parse, Sample
+from .delivery import Batch, Clock, Delivery, Part, _StoppedError
+from .metrics import ShipMetrics
+from .options import ShipOptions
+from .progress import FileId, Progress
+from .remote_write import Answer
+
+__all__ = ["Shipper"]
+
+_LABEL_CACHE = 100_000
+_WORDS = Words(done="shipped", if_kept="it will be sent again")
+
+
+@dataclass(eq=False, slots=True)
+class _Segment:
+    """A claimed segment and how far its samples got; hashed by identity (a batch's key)."""
+
+    claimed: Claimed
+    file: FileId
+    parse: Parse
+    """Lazy: nothing is read before :meth:`Shipper._read` iterates it."""
+    acked: int = 0
+    """Every sample on a line up to this one was acknowledged."""
+    last: int = 0
+    """Line of the newest sample in the request being built."""
+    complete: bool = False
+    """Read to its end: it can be let go once nothing of it waits in the batch."""
+    rejected: str | None = None
+    """Why the remote refused its samples for good; it then goes to quarantine."""
+
+
+class Shipper:
+    """Ships one spool.  ``open``, then ``run`` (or ``ship_pass`` at your own pace), ``close``.
+
+    Construction refuses a token, password or CA file that cannot be used
+    (:class:`~biometrics.errors.SecretFileError`).  ``clock`` is for tests: delivery's backoff,
+    deadlines and waits read it.
+    """
+
+    def __init__(
+        self,
+        options: ShipOptions,
+        metrics: ShipMetrics | None = None,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.options = options
+        self.metrics = metrics or ShipMetrics()
+        self._delivery = Delivery(options, self.metrics, clock)
+        self._consumer = SpoolConsumer(options.spool, options.places, self.metrics, _WORDS)
+        self._progress = Progress(options.state_path)
+        self._labels: dict[tuple[str, LabelPairs, str], LabelPairs] = {}
+        self._names = SeriesNames()
+        """Counters ship under their canonical ``_total`` name, as serve's page shows them."""
+        self._open: list[_Segment] = []
+        self._batch: Batch[_Segment] = Batch()
+        self._lock_fd: int | None = None
+
+    @property
+    def blocked(self) -> int | None:
+        """The HTTP status the remote blocks us with (401, 404...), None when not blocked."""
+        return self._delivery.blocked
+
+    @property
+    def last_failure(self) -> str | None:
+        """The last answer that was not an acknowledgement, for messages; None after one."""
+        return self._delivery.last_failure
+
+    def open(self) -> None:
+        """Check the spool and the state, lock the progress file and load it.
+
+        Raises :class:`~biometrics.errors.SpoolError` for a missing or unusable spool (it is
+        never created: a mistyped one would be watched forever) and
+        :class:`~biometrics.errors.StateError` for the progress file or its lock.
+        """
+        opts = self.options
+        places = [("--archive", opts.archive), ("--quarantine", opts.quarantine_path)]
+        missing = "check the path, or create it if the emitters have not yet"
+        check_places(opts.spool, places, [opts.state_path, opts.state_path + ".lock"],
+                     missing=missing)  # fmt: skip
+        self._lock_fd = lock_state(opts.state_path + ".lock", f"spool {opts.spool} (shipping)",
+                                   "give this one its own --state")  # fmt: skip
+        self._progress.load(opts.spool)
+
+    def close(self) -> None:
+        """Release the lock and the connections."""
+        self._delivery.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Shipper:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, stop: threading.Event) -> None:
+        """Ship until ``stop`` is set; a request being retried is abandoned (and kept)."""
+        while not stop.is_set():
+            try:
+                self.ship_pass(stop)
+            except Exception as e:
+                self.metrics.failures.click()
+                log(logging.ERROR, "ship pass failed; retrying in 1 s", error=repr(e))
+                stop.wait(1.0)
+            stop.wait(self.options.poll_interval)
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def ship_pass(
+        self, stop: threading.Event | None = None, *, deadline: float | None = None
+    ) -> bool:
+        """Ship every finished segment there now; False if ``stop`` cut the pass short.
+
+        ``deadline`` (a ``time.monotonic()`` value, or the clock's) also cuts it short: waits
+        and requests are shortened to end by then, so ``ship --once`` cannot hang on an absent
+        remote.
+        """
+        stop = stop or threading.Event()
+        self._delivery.deadline = deadline
+        try:
+            candidates = self._consumer.candidates()
+        except SegmentError as e:
+            self.metrics.failures.click()
+            log(logging.ERROR, "cannot list the spool; retrying", error=e.strerror)
+            return False
+        try:
+            for path in candidates:
+                if stop.is_set():
+                    return False
+                segment = self._claim(path)
+                if segment is None:
+                    continue
+                self._open.append(segment)
+                self._read(segment, stop)
+                segment.complete = True
+                if len(self._open) >= self.options.max_open_segments:
+                    self._flush(stop)
+                else:
+                    self._settle()
+            self._flush(stop)
+            if self._progress.dirty:
+                self._save_progress()
+            return True
+        except _StoppedError:
+            return False
+        finally:
+            for segment in self._open:
+                segment.claimed.reader.close()
+            self._open.clear()
+            self._batch.take()
+            self._measure_backlog()
+
+    def _claim(self, path: str) -> _Segment | None:
+        claimed = self._consumer.claim(path)
+        if claimed is None:
+            return None
+        file = FileId.of(claimed.reader.fileno())
+        segment = _Segment(claimed, file, Parse(claimed.reader, path=claimed.path))
+        segment.acked = self._progress.acked(claimed.name, file)
+        return segment
+
+    def _read(self, segment: _Segment, stop: threading.Event) -> None:
+        parsed = segment.parse
+        claimed, acked = segment.claimed, segment.acked
+        default_ts, source = claimed.default_ms, claimed.source
+        limit = self.options.max_samples_per_request
+        labels_of, cache, names, batch = self._series_labels, self._labels, self._names, self._batch
+        names.segment()
+        named: dict[str, str] = {}  # names() for this segment's TYPE lines so far, at 40 ns
+        part: Part | None = None
+        for item in parsed:
+            if type(item) is not Sample:
+                if type(item) is Metadata and item.kind == "TYPE":
+                    names.declare(item.name, item.text)
+                    named.clear()
+                continue
+            if item.line <= acked:
+                continue
+            name = named.get(item.name)
+            if name is None:
+                name = named[item.name] = names(item.name)
+            labels: LabelPairs | str | None = cache.get((name, item.labels, source))
+            if labels is None:
+                labels = labels_of(name, item.labels, source)
+            if isinstance(labels, str):
+                parsed.report(item.line, labels)
+                self.metrics.invalid.click()
+                continue
+            if part is None:
+                part = batch.parts.setdefault(segment, [])
+            ts = item.timestamp_ms
+            part.append((labels, default_ts if ts is None else ts, item.value))
+            segment.last = item.line
+            batch.count += 1
+            if batch.count >= limit:
+                self._flush(stop)
+                part = None
+                if segment.rejected is not None:
+                    return
+
+    def _series_labels(self, name: str, labels: LabelPairs, source: str) -> LabelPairs | str:
+        """The label set sent for a sample, or why it cannot be sent.
+
+        Checked here so an invalid or duplicate label never reaches a server, which may answer
+        500 and be retried in vain.
+        """
+        opts = self.options
+        pairs = dict(labels)
+        for key in pairs:
+            if key.startswith("__"):
+                return f"label {key!r}: names starting with '__' are reserved"
+        label = opts.source_label
+        if label is not None:
+            if label in pairs:
+                exported = f"exported_{label}"
+                if exported in pairs:
+                    return f"labels {label!r} and {exported!r} both set; no room for the source"
+                pairs[exported] = pairs[label]
+            pairs[label] = source
+        for key, value in opts.external_labels.items():
+            pairs.setdefault(key, value)
+        pairs["__name__"] = name
+        # str order is code-point order, which is UTF-8 byte order: the spec's bytewise sort.
+        result = tuple(sorted(p for p in pairs.items() if p[1]))
+        if len(self._labels) >= _LABEL_CACHE:
+            self._labels.clear()
+        self._labels[(name, labels, source)] = result
+        return result
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _flush(self, stop: threading.Event) -> None:
+        parts = self._batch.take()
+        if parts:
+            answer = self._send(parts, stop)
+            if answer is not None and len(parts) > 1:
+                # A request is one transaction: find which segments the answer is about.
+                for segment, part in parts.items():
+                    alone = self._send({segment: part}, stop)
+                    if alone is not None:
+                        self._reject(segment, part, alone)
+            elif answer is not None:
+                for segment, part in parts.items():
+                    self._reject(segment, part, answer)
+        self._settle()
+
+    def _send(self, parts: dict[_Segment, Part], stop: threading.Event) -> Answer | None:
+        """Deliver ``parts``; once acknowledged, record how far each segment got."""
+        answer = self._delivery.send(parts.values(), stop)
+        if answer is None:
+            for segment in parts:
+                segment.acked = segment.last
+                self._progress.record(segment.claimed.name, segment.file, segment.last)
+            self._save_progress()
+        return answer
+
+    def _save_progress(self) -> None:
+        try:
+            self._progress.save()
+        except OSError as e:
+            log(logging.WARNING, "cannot record ship progress; a restart may re-send samples",
+                path=self._progress.path, error=str(e))  # fmt: skip
+
+    def _reject(self, segment: _Segment, part: Part, answer: Answer) -> None:
+        self.metrics.failed.count(len(part))
+        status = "no answer" if answer.status is None else f"HTTP {answer.status}"
+        segment.rejected = (
+            f"{status}: {answer.message or '(no message)'} (its request held "
+            f"{len(part)} samples from lines {segment.acked + 1}..{segment.last}; lines up to "
+            f"{segment.acked} were delivered before, later lines were not sent)"
+        )
+
+    # -- finishing segments -----------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Finish every complete segment that has nothing waiting in the request being built."""
+        keep = []
+        for segment in self._open:
+            if segment.complete and segment not in self._batch.parts:
+                try:
+                    self._finish(segment)
+                finally:
+                    segment.claimed.reader.close()
+            else:
+                keep.append(segment)
+        self._open = keep
+
+    def _finish(self, segment: _Segment) -> None:
+        parse = segment.parse
+        self._progress.forget(segment.claimed.name)
+        reason = None
+        if segment.rejected is not None:
+            reason = f"the remote rejected its samples: {segment.rejected}"
+        elif parse.malformed:
+            reason = f"{len(parse.malformed)} malformed line(s); the other lines were delivered"
+        fate = self._consumer.dispose(segment.claimed.reader, reason, parse.problems)
+        if fate is Disposal.DELETED or fate is Disposal.ARCHIVED:
+            self.metrics.segments.click()
+            log(logging.DEBUG, "segment shipped", path=segment.claimed.path)
+
+    def _measure_backlog(self) -> None:
+        try:
+            count, size = self._consumer.watcher.backlog()
+        except SegmentError:
+            return
+        self.metrics.backlog.set(count)
+        self.metrics.backlog_bytes.set(size)
