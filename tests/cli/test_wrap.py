@@ -3,6 +3,7 @@
 import io
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -107,3 +108,19 @@ def test_a_command_that_cannot_run_exits_127_or_126_like_env(
     prefix = str(tmp_path / "w.")
     assert run(["with-system-metrics", "--prefix", prefix, "--", command], io.StringIO()) == code
     assert capsys.readouterr().err == f"biometrics with-system-metrics: {message}\n"
+
+
+def test_each_run_is_its_own_source(tmp_path: Path) -> None:
+    """The run's pid is appended to ``--prefix``: two runs of one job never share a source,
+    so overlapping runs are summed, not read as restarts of each other."""
+    (tmp_path / "spool").mkdir()
+    prefix = str(tmp_path / "spool" / "wrapped.")
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-m", "biometrics", "with-system-metrics", "--prefix", prefix,
+             "--", sys.executable, "-c", "pass"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    names = {p.name.rsplit(".", 2)[0] for p in (tmp_path / "spool").glob("wrapped.*.prom")}
+    assert len(names) == 2 and all(n.split(".")[1].isdigit() for n in names), names

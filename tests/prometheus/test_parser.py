@@ -222,3 +222,15 @@ def test_an_unknown_merge_declaration_is_reported_but_not_malformed(line: bytes)
         "latest, sum, max, min, all, optionally followed by 'live'); serve's rules apply"
     ]
     assert p.malformed == []
+
+
+def test_a_line_just_over_the_cap_that_ends_in_the_next_block_is_skipped() -> None:
+    """The cap holds for every line, not only for what is left at a block's end: a line of
+    1 MiB + a few bytes that ends inside the next 256 KiB block is reported and skipped."""
+    text = b"# TYPE c counter\nc" + b" " * MAX_LINE + b"1 1000\nc 5 1000\n"
+    items, problems = samples(text)
+    assert [(s.name, s.value) for s in items] == [("c", 5.0)]
+    assert [p.line for p in problems] == [2]
+    joined = parse([text], path="seg.prom")
+    assert [s.value for s in joined if isinstance(s, Sample)] == [5.0]
+    assert [p.line for p in joined.problems] == [2]

@@ -569,3 +569,10 @@ def test_emits_survive_a_watcher_that_takes_hidden_temporaries(tmp_path: Path) -
     )
     assert readings == [(now, now - 999) for now in range(1000, 1300)]
     assert hidden_temps(tmp_path) == []
+
+
+def test_the_default_prefix_is_this_processs_own() -> None:
+    """Two processes on the default options never share a source: the prefix carries the
+    host and the pid (a shared one turned each drop between them into a counted restart)."""
+    prefix = str(Options().prefix)
+    assert prefix.startswith("biometrics.") and prefix.endswith(f".{os.getpid()}.")

@@ -269,3 +269,18 @@ def test_counters_read_under_their_canonical_total_name() -> None:
     assert counters == {"rust_total": 1, "ours_total": 2, "om_total": 3,
                         "h_exceeds_max_total": 4, "h_is_negative_total": 5}  # fmt: skip
     assert ("h", "histogram") in got
+
+
+@pytest.mark.parametrize(
+    "text",
+    [b"# TYPE c counter\nc 1 1000\nc 5 1000\n", b"# TYPE c counter\nc 5 2000\nc 7 1000\n"],
+)
+def test_a_reading_not_newer_than_its_series_previous_one_is_reported(text: bytes) -> None:
+    """Two readings in one ms, or a clock stepping back inside a segment: the later one is
+    not taken (every reader keeps the earlier), and that is said at its line."""
+    parsed = parse(io.BytesIO(text), path="seg.prom")
+    got = [r for r in readings(parsed, 0) if isinstance(r, Reading)]
+    assert len(got) == 1
+    assert [p.line for p in parsed.problems] == [3]
+    assert "is not newer than its previous one" in str(parsed.problems[0])
+    assert parsed.malformed == []

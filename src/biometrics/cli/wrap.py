@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import threading
 from typing import TextIO
@@ -24,7 +25,8 @@ def add_arguments(wrap: argparse.ArgumentParser) -> None:
     wrap.add_argument("--poll-in-seconds", type=float, default=1.0, metavar="N",
                       help="seconds between samples (default 1)")  # fmt: skip
     wrap.add_argument("--prefix", default="biometrics.",
-                      help="segment prefix, may hold a directory")  # fmt: skip
+                      help="segment prefix, may hold a directory; this run's pid is appended, "
+                      "so overlapping runs never share a source")  # fmt: skip
     wrap.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        options = Options(prefix=args.prefix)
+        options = Options(prefix=f"{args.prefix}{os.getpid()}.")
         return supervise(argv, poll_seconds=args.poll_in_seconds, options=options)
     except BiometricsError as e:
         print(f"{me}: {e}", file=sys.stderr)

@@ -154,7 +154,10 @@ class Parse:
             else:
                 parts[0] = carry + parts[0]
             carry = parts.pop()
-            yield from parts
+            if parts and max(map(len, parts)) > MAX_LINE:  # one C pass; rare
+                yield from (None if len(part) > MAX_LINE else part for part in parts)
+            else:
+                yield from parts
             if len(carry) > MAX_LINE:
                 carry, oversized = b"", True
         if oversized:

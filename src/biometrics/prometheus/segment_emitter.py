@@ -29,7 +29,7 @@ import socket
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from .. import _clock, _forks
@@ -41,6 +41,12 @@ from .exposition import ExpositionFamily, FamilyEmitter, sample_line, segment_me
 __all__ = ["Options", "SegmentEmitter", "child_prefix"]
 
 _BUFFER = 64 * 1024
+
+
+def _own_prefix(job: str) -> str:
+    """``<job>.<host>.<pid>.``: a prefix no other process writes (see ``Options.per_process``)."""
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "_"
+    return f"{job}.{host}.{os.getpid()}."
 
 
 @dataclass(frozen=True)
@@ -61,7 +67,9 @@ class Options:
 
     segment_size: int = 64 * 2**20
     flush_interval: float | timedelta = 10.0
-    prefix: str | os.PathLike[str] = "biometrics."
+    prefix: str | os.PathLike[str] = field(default_factory=lambda: _own_prefix("biometrics"))
+    """Default ``biometrics.<host>.<pid>.`` (taken when the options are made): two processes
+    writing one prefix would interleave as one source, each one's drop read as a restart."""
     mode: int = 0o644
 
     def __post_init__(self) -> None:

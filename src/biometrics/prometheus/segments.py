@@ -300,8 +300,30 @@ def readings(
     Samples without a timestamp take ``default_ts`` (the segment's name time).  ``known`` maps
     family names to the kind already held for them (the store's), used for samples this
     segment gives no TYPE line.  Problems are recorded on ``parsed`` like the parser's own, with
-    file and line.
+    file and line.  A reading not newer than its series' previous one in the same segment (a
+    writer whose clock stepped back, or two readings in one millisecond) is reported: every
+    reader keeps the earlier one, so the later is data lost unless said.
     """
+    newest: dict[tuple[str, LabelPairs], int] = {}
+    for item in _readings(parsed, default_ts, known):
+        if isinstance(item, Reading):
+            key = (item.family, item.labels)
+            before = newest.get(key)
+            if before is not None and item.ts <= before:
+                parsed.report(
+                    item.line,
+                    f"{item.family} reading at {item.ts} ms is not newer than its previous one "
+                    f"in this segment ({before} ms); readers keep the earlier",
+                    malformed=False,
+                )
+                continue
+            newest[key] = item.ts
+        yield item
+
+
+def _readings(
+    parsed: Parse, default_ts: int, known: Mapping[str, str] | None
+) -> Iterator[Reading | Metadata]:
     kinds = SampleKinds(known if known is not None else {})
     grouper = _Grouper(parsed.report, kinds.known)
     problem = parsed.report
