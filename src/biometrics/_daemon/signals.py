@@ -7,6 +7,7 @@ hand is finished (a pass, a final snapshot), and only then does a SIGINT surface
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import logging
 import signal
@@ -31,7 +32,10 @@ def signals_set(stop: threading.Event) -> Iterator[list[int]]:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log(logging.INFO, "stopping", signal=signal.Signals(signum).name)
         received.append(signum)
-        stop.set()
+        # Not stop.set() here: the handler runs on the main thread, which may be inside
+        # stop.wait() holding the event's (non-reentrant) lock; setting it from here would
+        # deadlock the daemon on SIGTERM.  A bare thread sets it once the lock is free.
+        _thread.start_new_thread(stop.set, ())
 
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,7 @@ histogram bounds such as ``le="1.0000"`` (normalised to our one rendering of eac
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -37,9 +38,18 @@ _SAMPLE = re.compile(
 _LABEL = re.compile(
     r"[ \t]*+([a-zA-Z_][a-zA-Z0-9_]*+)[ \t]*+=[ \t]*+\"((?:[^\"\\]|\\.)*+)\"[ \t]*+(,|\Z)"
 )
+_SERIES_CACHE: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {}
+"""Series text (``name{labels}``, no space) -> its Prometheus name and sorted labels.
+
+A pure function of the text, shared by every parse (the same series recur in every segment of
+a source); filled only from lines the full pattern accepted, bounded like the label cache.
+"""
+_SERIES_KEY_MAX = 4096
 _META = re.compile(r"#[ \t]++(HELP|TYPE|MERGE)[ \t]++([^ \t{}\"=,]++)(?:[ \t]++(.*+))?+")
 _END = re.compile(r"#[ \t]++END[ \t]*+")
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped", "unknown"})
+_BLANK = ("", " ", "\t")
+_meta_name = functools.lru_cache(maxsize=65536)(prometheus_name)
 _ESCAPES = re.compile(r"\\(.)")
 _SPECIAL = {"+Inf": float("inf"), "-Inf": float("-inf"), "inf": float("inf"),
             "-inf": float("-inf"), "+inf": float("inf"), "NaN": float("nan"),
@@ -169,6 +179,8 @@ class Parse:
         label_cache: dict[str, tuple[tuple[str, str], ...]] = {}
         names: dict[str, str] = {}
         special = _SPECIAL
+        series_cache = _SERIES_CACHE
+        meta_name = _meta_name
         problem = self.report
         number = samples = 0
         for raw in self._lines():
@@ -185,10 +197,43 @@ class Parse:
                 problem(number, f"invalid UTF-8 at byte {e.start}")
                 continue
             if not line or line[0] == "#" or line.isspace():
+                if line.startswith(("# HELP ", "# TYPE ")):  # well-formed and plain: no regex
+                    parts = line.split(" ", 3)
+                    if len(parts) == 4 and parts[2].isidentifier():
+                        kind, text = parts[1], parts[3]
+                        if kind == "TYPE":
+                            plain = text in _TYPES  # no blanks around it, a known type
+                        else:
+                            plain = text[:1] not in _BLANK and "\\" not in text
+                        if plain:
+                            yield Metadata(kind, meta_name(parts[2]), text, number)
+                            continue
                 meta = self._comment(line, number) if line[:1] == "#" else None
                 if meta is not None:
                     yield meta
                 continue
+            parts = line.split(" ")
+            if len(parts) == 3:  # fast path: a known series, one space apart, a timestamp
+                key, value_text, ts_text = parts
+                cached = series_cache.get(key)
+                if (
+                    cached is not None
+                    and ts_text.isdigit()
+                    and ts_text.isascii()
+                    and len(ts_text) <= _MAX_TS_DIGITS
+                ):
+                    stamp = int(ts_text)
+                    value = special.get(value_text)
+                    if value is None and value_text[:1].strip() and value_text[-1:].strip():
+                        try:
+                            value = _float(value_text)
+                        except ValueError:
+                            value = None
+                    if value is not None and stamp <= _MAX_TS:
+                        samples += 1
+                        yield Sample(cached[0], cached[1], value, stamp, number)
+                        continue
+                # anything else takes the full pattern, which reports what is wrong
             match = sample_match(line)
             if match is None:
                 problem(number, f"not a sample line: {line[:80]!r}")
@@ -222,6 +267,10 @@ class Parse:
             pname = names.get(name)
             if pname is None:
                 pname = names[name] = prometheus_name(name)
+            if ts_text is not None and len(series_cache) < _LABEL_CACHE:
+                end = match.end(1) if label_text is None else match.end(2) + 1
+                if end <= _SERIES_KEY_MAX and " " not in line[:end]:
+                    series_cache[line[:end]] = (pname, labels or ())
             samples += 1
             yield Sample(pname, labels or (), value, timestamp, number)
         self.samples = samples

@@ -30,7 +30,7 @@ from .._labels import LabelPairs
 from ..moments import MomentsReading
 from .exposition import counter_name
 from .kinds import SampleKinds
-from .parser import Metadata, Parse, Sample
+from .parser import Metadata, Parse
 
 __all__ = [
     "HistogramValue",
@@ -205,6 +205,8 @@ class _Grouper:
         self.moments_families: set[str] = set()
         self.histograms: dict[_Key, _PendingHistogram] = {}
         self.moments: dict[_Key, _PendingMoments] = {}
+        self.buckets: dict[LabelPairs, tuple[LabelPairs, float]] = {}
+        """A bucket line's labels -> (the others, its ``le``): every emission repeats them."""
 
     def flush(self, *, at_end: bool) -> Iterator[Reading]:
         """The finished group's readings.
@@ -342,7 +344,7 @@ def _readings(
             current_ts = ts
         role, family = kinds.classify(name)
         if role == "histogram":
-            _add_histogram_line(grouper, family, item._replace(timestamp_ms=ts))
+            _add_histogram_line(grouper, family, name, labels, value, ts, line)
         elif role == "moments":
             key = (family, labels, ts)
             pending = grouper.moments.get(key)
@@ -358,17 +360,19 @@ def _readings(
     yield from grouper.flush(at_end=True)
 
 
-def _add_histogram_line(grouper: _Grouper, base: str, sample: Sample) -> None:
-    name, labels, value, ts, line = sample
-    assert ts is not None
+def _add_histogram_line(  # noqa: PLR0917 - a sample's fields, unpacked once by the caller
+    grouper: _Grouper, base: str, name: str, labels: LabelPairs, value: float, ts: int, line: int
+) -> None:
     le: float | None = None
     if name.endswith("_bucket"):
-        rest = tuple(p for p in labels if p[0] != "le")
-        if len(rest) == len(labels):
-            grouper.problem(line, f"{name} has no le label")
-            return
-        le = float(dict(labels)["le"])
-        labels = rest
+        split = grouper.buckets.get(labels)
+        if split is None:
+            rest = tuple(p for p in labels if p[0] != "le")
+            if len(rest) == len(labels):
+                grouper.problem(line, f"{name} has no le label")
+                return
+            split = grouper.buckets[labels] = (rest, float(dict(labels)["le"]))
+        labels, le = split
     key = (base, labels, ts)
     h = grouper.histograms.get(key)
     if h is None:
