@@ -1,24 +1,17 @@
 """``python -m benchmarks``: run every benchmark suite and print markdown tables."""
 
 import argparse
-import os
-import platform
 import sys
 
 from benchmarks import exporter, http_idle, process, segments, sensors, ship
+from benchmarks._machine import describe
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, for a smoke run")
     args = parser.parse_args()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    print(f"machine: {cpu}, {os.cpu_count()} cpus, Python {sys.version.split()[0]}")
+    print(describe())
     sensors.run(quick=args.quick)
     segments.run(quick=args.quick)
     exporter.run(quick=args.quick)

@@ -29,7 +29,6 @@ import http.client
 import math
 import multiprocessing
 import os
-import platform
 import random
 import socket
 import subprocess
@@ -37,6 +36,7 @@ import sys
 import tempfile
 import time
 
+from benchmarks._machine import describe
 from biometrics import Collector, Counter, Histogram
 from biometrics.prometheus import Options, SegmentEmitter
 
@@ -247,13 +247,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fleet")
     parser.add_argument("--quick", action="store_true", help="N = 32 only")
     args = parser.parse_args()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    print(f"machine: {cpu}, {os.cpu_count()} cpus, Python {sys.version.split()[0]}")
+    print(describe())
     run(quick=args.quick)
     return 0
 

@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from benchmarks._machine import describe
 from biometrics import Collector, Counter
 from biometrics.prometheus import Options, SegmentEmitter
 
@@ -236,9 +237,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.http_idle")
     parser.add_argument("--quick", action="store_true", help="3 s windows, 20 scrapes")
     args = parser.parse_args()
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "?")
-    print(f"machine: {cpu}, {os.cpu_count()} cpus, Python {sys.version.split()[0]}")
+    print(describe())
     run(quick=args.quick)
     return 0
 
