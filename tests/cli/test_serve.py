@@ -86,12 +86,17 @@ def test_serve_listens_on_a_bracketed_v6_address(tmp_path: Path) -> None:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
+    _serve_and_scrape(tmp_path, "[::1]:0", shown=r"\[::1\]", host="[::1]")
+
+
+def _serve_and_scrape(tmp_path: Path, listen: str, *, shown: str, host: str) -> None:
+    """Serve on ``listen``; the printed address matches ``shown``; ``host`` answers on it."""
     thread, stop, out, codes = run_in_thread(
-        ["serve", str(tmp_path), "--listen", "[::1]:0", "--log-level", "error"])  # fmt: skip
+        ["serve", str(tmp_path), "--listen", listen, "--log-level", "error"])  # fmt: skip
     try:
-        match = re.search(r"serving http://\[::1\]:(\d+)/metrics", out.getvalue())
+        match = re.search(rf"serving http://{shown}:(\d+)/metrics", out.getvalue())
         assert match is not None, out.getvalue()
-        assert "biometrics_exporter_sources 0" in get_text(f"http://[::1]:{match[1]}/metrics")
+        assert "biometrics_exporter_sources 0" in get_text(f"http://{host}:{match[1]}/metrics")
     finally:
         stop.set()
         thread.join(30)
@@ -193,16 +198,7 @@ def test_options_that_do_nothing_are_refused(
 
 def test_serve_on_all_interfaces_with_a_bare_port(tmp_path: Path) -> None:
     """:PORT listens on every interface, so loopback answers too; the address prints as *."""
-    thread, stop, out, codes = run_in_thread(
-        ["serve", str(tmp_path), "--listen", ":0", "--log-level", "error"])  # fmt: skip
-    try:
-        match = re.search(r"serving http://\*:(\d+)/metrics", out.getvalue())
-        assert match is not None, out.getvalue()
-        assert "biometrics_exporter_sources 0" in scrape(int(match[1]))
-    finally:
-        stop.set()
-        thread.join(30)
-    assert codes == [0]
+    _serve_and_scrape(tmp_path, ":0", shown=r"\*", host="127.0.0.1")
 
 
 def test_serve_checks_the_ship_options_before_listening(

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -300,8 +302,13 @@ def test_a_failed_journal_sync_leaves_the_batch_in_the_spool(
     again.close()
 
 
-def run_in_thread(exporter: Exporter, stop: threading.Event) -> tuple[threading.Thread, list[str]]:
-    """``exporter.run`` on a thread; what killed it, if anything, lands in the list."""
+@contextmanager
+def running(exporter: Exporter) -> Iterator[tuple[threading.Thread, list[str]]]:
+    """``exporter.run`` on a thread; what killed it, if anything, lands in the list.
+
+    On leaving: the thread is stopped and must have ended without dying; the exporter is closed.
+    """
+    stop = threading.Event()
     died: list[str] = []
 
     def target() -> None:
@@ -313,7 +320,14 @@ def run_in_thread(exporter: Exporter, stop: threading.Event) -> tuple[threading.
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    return thread, died
+    try:
+        yield thread, died
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert died == []
+    exporter.close()
 
 
 def test_the_ingest_thread_rides_out_a_full_journal(
@@ -334,19 +348,11 @@ def test_the_ingest_thread_rides_out_a_full_journal(
         return real_sendfile(out_fd, in_fd, offset, count)
 
     monkeypatch.setattr("biometrics.exporter.durable.os.sendfile", sendfile)
-    stop = threading.Event()
-    thread, died = run_in_thread(exporter, stop)
-    try:
+    with running(exporter) as (_, died):
         wait_for(lambda: died or not os.path.exists(path), "the segment consumed", timeout=20)
         assert died == []
         assert page_value(exporter.page(), "requests_total") == 3
         assert page_value(exporter.page(), "biometrics_exporter_ingest_failures_total") == 3
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not thread.is_alive()
-    assert died == []
-    exporter.close()
 
 
 def test_the_ingest_thread_survives_a_vanished_spool(options: ExporterOptions) -> None:
@@ -356,9 +362,7 @@ def test_the_ingest_thread_survives_a_vanished_spool(options: ExporterOptions) -
     exporter = Exporter(options)
     exporter.open()
     spool.rmdir()
-    stop = threading.Event()
-    thread, died = run_in_thread(exporter, stop)
-    try:
+    with running(exporter) as (thread, died):
         failures = "biometrics_exporter_ingest_failures_total"
         wait_for(lambda: died or page_value(exporter.page(), failures) >= 2, "two failed passes",
                  timeout=20)  # fmt: skip
@@ -368,12 +372,6 @@ def test_the_ingest_thread_survives_a_vanished_spool(options: ExporterOptions) -
         wait_for(lambda: died or not os.path.exists(path), "the segment consumed", timeout=20)
         assert died == []
         assert page_value(exporter.page(), "requests_total") == 3
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not thread.is_alive()
-    assert died == []
-    exporter.close()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import re
 import socket
 from typing import NoReturn
 
+from ._command import reason
+
 __all__ = ["duration_ms", "listen_address", "pair", "positive"]
 
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -67,8 +69,7 @@ def listen_address(text: str) -> tuple[str, int]:
         try:
             socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-            refuse(f"names the host {host!r}, which does not resolve ({reason})")
+            refuse(f"names the host {host!r}, which does not resolve ({reason(e)})")
     return host, int(port)
 
 

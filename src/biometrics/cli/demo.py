@@ -7,7 +7,6 @@ are stopped however the serve ends.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 from typing import TextIO
@@ -29,9 +28,6 @@ def add_arguments(demo: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
     """Start the workers, serve their spool until stopped or ``--duration``, stop them."""
-    if args.workers < 1:
-        print("biometrics demo: --workers must be >= 1", file=sys.stderr)
-        return 2
     with tempfile.TemporaryDirectory(prefix="biometrics-demo-") as spool:
         workers = start_workers(spool, args.workers)
         timer = None

@@ -12,14 +12,14 @@ import os
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from typing import TextIO
 
+from .._clock import now_ms
 from .._daemon.bar import ProgressBar
 from ..errors import BiometricsError, ParseError
 from ..files import Timeline, check, merged_page, timeline
-from ._command import Handler
+from ._command import Handler, fail
 
 __all__ = [
     "add_backfill_arguments",
@@ -59,9 +59,11 @@ def add_backfill_arguments(back: argparse.ArgumentParser) -> None:
 
 def _cat(args: argparse.Namespace, out: TextIO) -> int:
     if args.source_label is not None and not args.raw:
-        print("biometrics cat: --source-label only applies to --raw (the merged page has no "
-              "sources); add --raw or drop it", file=sys.stderr)  # fmt: skip
-        return 2
+        fail(
+            2,
+            "--source-label only applies to --raw (the merged page has no sources); "
+            "add --raw or drop it",
+        )
     bar = ProgressBar(sys.stderr)
     problems: list[ParseError] = []
     try:
@@ -107,7 +109,7 @@ def _backfill(args: argparse.Namespace, out: TextIO) -> int:
     where = "standard output" if args.out == "-" else args.out
     print(f"biometrics backfill: {lines.count} samples in {len(lines.families)} families "
           f"written to {where}", file=sys.stderr)  # fmt: skip
-    if stamps and max(stamps) > time.time() * 1000 - _RECENT_MS:
+    if stamps and max(stamps) > now_ms() - _RECENT_MS:
         print("biometrics backfill: note: samples from the last 3 hours overlap Prometheus's "
               "head block; backfill older data or let the blocks overlap (2.39+)",
               file=sys.stderr)  # fmt: skip
@@ -148,9 +150,8 @@ def _guarded(command: Callable[[argparse.Namespace, TextIO], int]) -> Handler:
     def run(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
         try:
             return command(args, out)
-        except BiometricsError as e:
-            print(f"biometrics {args.command}: {e}", file=sys.stderr)
-            return 2
+        except BiometricsError:
+            raise  # _command.invoke: one line, exit 2
         except OSError as e:
             where = f" {e.filename}" if e.filename else ""
             print(f"biometrics {args.command}:{where}: {e.strerror or e}", file=sys.stderr)

@@ -83,7 +83,7 @@ def serve_arguments(p: argparse.ArgumentParser, *, listen: str) -> None:
     p.add_argument(
         "--gauge-mode",
         default="latest",
-        choices=("sum", "min", "max", "latest", "all"),
+        choices=GAUGE_MODES,
         help="how gauges from many sources merge (default latest)",
     )
     p.add_argument(

@@ -141,9 +141,6 @@ def run(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
     try:
         return ship(options, stop=stop, once=args.once, metrics_dir=args.self_metrics_dir,
                     deadline=deadline)  # fmt: skip
-    except StateError as e:
-        print(f"biometrics ship: {reason(e)}", file=sys.stderr)
-        return 1
-    except TimeoutError as e:  # DeadlineError: the receiver did not take everything in time
+    except (StateError, TimeoutError) as e:  # TimeoutError: DeadlineError, not all taken in time
         print(f"biometrics ship: {reason(e)}", file=sys.stderr)
         return 1

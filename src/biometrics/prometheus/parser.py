@@ -8,7 +8,6 @@ histogram bounds such as ``le="1.0000"`` (normalised to our one rendering of eac
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Iterable, Iterator
@@ -49,7 +48,6 @@ _META = re.compile(r"#[ \t]++(HELP|TYPE|MERGE)[ \t]++([^ \t{}\"=,]++)(?:[ \t]++(
 _END = re.compile(r"#[ \t]++END[ \t]*+")
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped", "unknown"})
 _BLANK = ("", " ", "\t")
-_meta_name = functools.lru_cache(maxsize=65536)(prometheus_name)
 _ESCAPES = re.compile(r"\\(.)")
 _SPECIAL = {"+Inf": float("inf"), "-Inf": float("-inf"), "inf": float("inf"),
             "-inf": float("-inf"), "+inf": float("inf"), "NaN": float("nan"),
@@ -180,7 +178,7 @@ class Parse:
         names: dict[str, str] = {}
         special = _SPECIAL
         series_cache = _SERIES_CACHE
-        meta_name = _meta_name
+        meta_name = prometheus_name  # lru-cached already
         problem = self.report
         number = samples = 0
         for raw in self._lines():

@@ -35,7 +35,7 @@ from datetime import timedelta
 from .. import _clock, _forks
 from ..errors import InvalidValueError, SegmentError
 from ..sensors import Counter
-from ._segment_file import END_LINE, OpenSegment, SegmentHolder, create_segment
+from ._segment_file import OpenSegment, SegmentHolder, create_segment
 from .exposition import ExpositionFamily, FamilyEmitter, sample_line, segment_metadata
 
 __all__ = ["Options", "SegmentEmitter", "child_prefix"]
@@ -265,9 +265,7 @@ class SegmentEmitter(FamilyEmitter):
                 self._in_emission = False
                 segment = self._segment_for(self._stamp_for(now))
             self._in_emission = False
-            segment.buffer += END_LINE
-            segment.size += len(END_LINE)
-            self._guard(segment, self._holder.finish)
+            self._guard(segment, self._holder.end)
 
     def after_fork(self) -> None:
         """In a forked child: drop the parent's segment unwritten, and take a prefix of our own.
