@@ -97,6 +97,17 @@ class Store:
                 self._helps[name] = text
                 self.version += 1
 
+    def ingest_bytes(
+        self, source: str, data: bytes, default_ts: int, *, path: str, first_line: int = 1
+    ) -> Parse:
+        """Fold in a segment's text, or a part of it that starts at line ``first_line``.
+
+        Returns the parse: its problems (at ``path``:line) and how many samples it held.
+        """
+        parsed = Parse([data], path=path, first_line=first_line)
+        self.ingest_segment(source, parsed, default_ts)
+        return parsed
+
     def ingest_segment(self, source: str, parsed: Parse, default_ts: int) -> None:
         """Fold a whole parsed segment in, its HELP, MERGE and END lines included.
 

@@ -100,9 +100,16 @@ class Parse:
     """
 
     def __init__(
-        self, source: BinaryIO | Iterable[bytes], *, path: str | None = None, strict: bool = False
+        self,
+        source: BinaryIO | Iterable[bytes],
+        *,
+        path: str | None = None,
+        strict: bool = False,
+        first_line: int = 1,
     ) -> None:
         self._source = source
+        self.first_line = first_line
+        """The number of the source's first line: a part of a segment read on from a line."""
         self.path = path or str(
             getattr(source, "name", None) or getattr(source, "path", "<stream>")
         )
@@ -180,7 +187,8 @@ class Parse:
         series_cache = _SERIES_CACHE
         meta_name = prometheus_name  # lru-cached already
         problem = self.report
-        number = samples = 0
+        number = self.first_line - 1
+        samples = 0
         for raw in self._lines():
             number += 1
             if raw is None:
