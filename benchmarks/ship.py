@@ -53,7 +53,7 @@ def _samples(directory: Path) -> list[tuple[tuple[tuple[str, str], ...], int, fl
         source = path.name.split(".")[0]
         with path.open("rb") as f:
             for item in parse(f):
-                if isinstance(item, Sample) and item.name == "bench_requests":
+                if isinstance(item, Sample) and item.name.startswith("bench_requests"):
                     labels = tuple(sorted({**dict(item.labels), "__name__": item.name,
                                            "source": source}.items()))  # fmt: skip
                     assert item.timestamp_ms is not None

@@ -126,8 +126,9 @@ def test_archive_keeps_consumed_segments(options: ExporterOptions, tmp_path: Pat
     assert (tmp_path / "archive" / os.path.basename(path)).exists()
 
 
-def test_locked_segments_wait_and_forgotten_sources_go(options: ExporterOptions) -> None:
-    """A segment still being written is left alone; forget-after drops silent sources."""
+def test_open_segments_are_tailed_and_forgotten_sources_go(options: ExporterOptions) -> None:
+    """A segment still being written is read up to its last emission, not consumed; forget-after
+    drops silent sources."""
     options.forget_after_ms = 10_000
     spool = Path(options.spool)
     write_segment(spool, "old", 1000, 2)
@@ -138,11 +139,17 @@ def test_locked_segments_wait_and_forgotten_sources_go(options: ExporterOptions)
     with SegmentEmitter(Options(prefix=str(spool / "live."))) as e:
         c.emit(e, 20_000)
         exporter.ingest_pass(now_ms=20_000)
-        assert e.path is not None and os.path.exists(e.path)
-    page = exporter.page()
-    assert page_value(page, "biometrics_exporter_sources") == 0  # "old" forgotten, "live" unread
+        live = e.path
+        assert live is not None and os.path.exists(live)
+        page = exporter.page()
+        assert page_value(page, "biometrics_exporter_sources") == 1  # "old" forgotten
+        assert page_value(page, "requests_total") == 2 + 5  # "live" read while open
+        assert page_value(page, "biometrics_exporter_segments_consumed_total") == 1
     exporter.ingest_pass(now_ms=20_100)
-    assert page_value(exporter.page(), "requests_total") == 5
+    page = exporter.page()
+    assert page_value(page, "requests_total") == 2 + 5
+    assert page_value(page, "biometrics_exporter_segments_consumed_total") == 2
+    assert not os.path.exists(live)
     exporter.close()
 
 

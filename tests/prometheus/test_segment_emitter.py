@@ -48,7 +48,9 @@ def test_segment_name_content_and_metadata_once_per_family(tmp_path: Path) -> No
         "# HELP app_requests_total Requests.\n"
         "# TYPE app_requests_total counter\n"
         "app_requests_total 2 1000\n"
+        "# EMITTED 1000\n"  # ended by the later stamp: each emission is closed by its marker
         "app_requests_total 3 1001\n"
+        "# EMITTED 1001\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["app.1000.prom"]  # no temporary left
 
@@ -106,7 +108,7 @@ def test_segment_is_locked_while_written_for_other_processes_and_threads(tmp_pat
     assert probe_other_process(path) == "free"
     assert probe_other_thread(path) == "free"
     with Reader.open(path) as r:
-        assert r.read() == b"# TYPE c_total counter\nc_total 0 5\n"
+        assert r.read() == b"# TYPE c_total counter\nc_total 0 5\n# EMITTED 5\n"
 
 
 RUST_STYLE_LOCK = """
@@ -223,7 +225,8 @@ def test_segments_get_0644_by_default_and_the_directory_is_untouched(tmp_path: P
 def test_options_validate_and_accept_timedelta() -> None:
     """Bad options fail at construction with a clear error."""
     assert Options(flush_interval=timedelta(minutes=1)).flush_interval == 60.0
-    assert Options().flush_interval_ms == 10_000  # emit_every's default interval
+    assert Options().flush_interval_ms == 60_000  # every series written at least once a minute
+    assert Options().changes_only is True
     for bad in ({"flush_interval": 0}, {"segment_size": 0}, {"prefix": "spool/"}):
         with pytest.raises(InvalidValueError):
             Options(**bad)
@@ -312,6 +315,7 @@ if pid == 0:
     e.emit_counter(c, 2000)
     sys.exit(0)  # the exit-time finalizer finishes (and ends) the *child's* segment only
 os.waitpid(pid, 0)
+c.count(1)
 e.emit_counter(c, 3000)
 e.close()
 print(os.getpid(), pid)
@@ -326,11 +330,11 @@ def test_a_forked_child_never_writes_the_parents_segment(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     _, child = done.stdout.split()
-    assert (tmp_path / "app.1000.prom").read_text().splitlines()[-2:] == [
-        "c_total 5 1000", "c_total 5 3000"
+    assert (tmp_path / "app.1000.prom").read_text().splitlines()[-4:] == [
+        "c_total 5 1000", "# EMITTED 1000", "c_total 6 3000", "# EMITTED 3000"
     ]  # fmt: skip
-    assert (tmp_path / f"app.{child}.2000.prom").read_text().splitlines()[-2:] == [
-        "c_total 105 2000", "# END"  # the child exited cleanly: its live gauges may go
+    assert (tmp_path / f"app.{child}.2000.prom").read_text().splitlines()[-3:] == [
+        "c_total 105 2000", "# EMITTED 2000", "# END"  # the child exited cleanly
     ]  # fmt: skip
     assert len(segments(tmp_path)) == 2
 
@@ -405,7 +409,7 @@ def test_one_emissions_lines_share_one_stamp(tmp_path: Path) -> None:
     collector.register(Counter("c")).click()
     collector.register(Gauge("g")).set(2.0)
     collector.register(Histogram("h")).observe(0.5)
-    with SegmentEmitter(Options(prefix=tmp_path / "app.")) as e:
+    with SegmentEmitter(Options(prefix=tmp_path / "app.", changes_only=False)) as e:
         collector.emit(e, 1000)
         e.emit_counter(Counter("bridged"), 1000)  # a bridge writes first, with the same now_ms
         collector.emit(e, 1000)
@@ -422,7 +426,7 @@ def test_one_emissions_lines_share_one_stamp(tmp_path: Path) -> None:
 def test_direct_emits_without_flush_never_go_backwards(tmp_path: Path) -> None:
     """emit_* calls with no flush share a stamp until a later now_ms; an earlier one never wins."""
     c = Counter("c")
-    with SegmentEmitter(Options(prefix=tmp_path / "app.")) as e:
+    with SegmentEmitter(Options(prefix=tmp_path / "app.", changes_only=False)) as e:
         for now in (1000, 1000, 1001, 999, 1001, 1003):
             e.emit_counter(c, now)
         e.flush()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from biometrics import Counter
 from biometrics.prometheus import Options, Reader, Sample, SegmentEmitter, Watcher, parse
+from biometrics.prometheus.watcher import Held
 
 
 def write(path: Path, text: str, mtime: float) -> None:
@@ -77,7 +78,7 @@ def test_watch_reacts_to_new_segments_and_stops(tmp_path: Path) -> None:
         e.emit_counter(Counter("c"), 1)
     t.join(timeout=30)
     assert not t.is_alive()
-    assert got == ["# TYPE c_total counter\nc_total 0 1\n"]
+    assert got == ["# TYPE c_total counter\nc_total 0 1\n# EMITTED 1\n"]
 
 
 CONSUMER = """
@@ -265,3 +266,31 @@ def test_a_segment_it_may_not_read_is_an_error_not_silence(tmp_path: Path) -> No
     kind, code, filename, message = json.loads(done.stdout)
     assert (kind, code, filename) == ("SegmentError", errno.EACCES, "spool/locked.1.prom")
     assert "read permission" in message
+
+
+def test_a_held_segment_is_handed_over_open_never_locked(tmp_path: Path) -> None:
+    """claim_or_hold: a writer's segment comes back Held (its fd and fstat, readable, the lock
+    still the writer's); a finished one is claimed; a link or a vanished name is None."""
+    w = Watcher(tmp_path)
+    with SegmentEmitter(Options(prefix=tmp_path / "live.")) as e:
+        e.emit_counter(Counter("c"), 5)
+        e.flush()
+        assert e.path is not None
+        held = w.claim_or_hold(e.path)
+        assert isinstance(held, Held)
+        with held:
+            size = os.path.getsize(e.path)
+            assert held.stat.st_size == size
+            assert held.stat.st_ino == os.stat(e.path).st_ino
+            assert held.pread(size + 100, 0) == Path(e.path).read_bytes()
+            assert held.pread(4, 2) == Path(e.path).read_bytes()[2:6]
+            assert Reader.try_open(e.path) is None  # still the writer's
+        assert held.fd == -1
+        assert w.claim(e.path) is None  # claim alone never hands out a Held
+        (tmp_path / "link.9.prom").symlink_to(e.path)
+        assert w.claim_or_hold(str(tmp_path / "link.9.prom")) is None
+        assert w.claim_or_hold(str(tmp_path / "gone.9.prom")) is None
+        path = e.path
+    claimed = w.claim_or_hold(path)
+    assert isinstance(claimed, Reader)
+    claimed.close()

@@ -66,16 +66,17 @@ def test_emits_every_interval_then_once_more_on_stop(tmp_path: Path) -> None:
     emission.stop()  # idempotent
 
 
-def test_each_emission_finishes_its_segment_so_a_reader_takes_it_at_once(tmp_path: Path) -> None:
-    """The segment an emission wrote is unlocked right after it: serve need not wait a rotation.
+def test_finish_each_finishes_every_emissions_segment(tmp_path: Path) -> None:
+    """With ``finish_each=True`` the segment an emission wrote is unlocked right after it.
 
     One segment per emission, each holding exactly that emission's reading, named in rising
     order; nothing stays open between emissions (so nothing is left for a fork to inherit).
     """
     collector = Collector()
     hits = collector.register(Counter("hits"))
-    emission = Emission(3600, collector=collector, options=Options(prefix=tmp_path / "app."),
-                        system=False)  # fmt: skip
+    now = [1_000_000]
+    emission = Emission(10, collector=collector, options=Options(prefix=tmp_path / "app."),
+                        system=False, clock=lambda: now[0], finish_each=True)  # fmt: skip
     assert emission.finish_each is True
     for n in (1, 2, 3):
         hits.click()
@@ -90,34 +91,47 @@ def test_each_emission_finishes_its_segment_so_a_reader_takes_it_at_once(tmp_pat
                 s.value for s in parse(reader) if isinstance(s, Sample) and s.name == "hits_total"
             ]
         assert got == [n]
+        now[0] += 10_000
     emission.stop()
     assert len(list(tmp_path.glob("app.*.prom"))) == 4  # the final emission's own segment
 
 
-def test_finish_each_false_keeps_one_segment_until_flush_interval(tmp_path: Path) -> None:
-    """The opt-out: emissions share one locked segment until ``flush_interval`` rotates it."""
+def test_a_segment_lives_across_emissions_for_up_to_flush_interval(tmp_path: Path) -> None:
+    """The default: emissions share one locked segment, finished after the last emission the
+    next would find past ``flush_interval``; each emission is in the file when it returns.
+    """
     collector = Collector()
     hits = collector.register(Counter("hits"))
     now = [1_000_000]
     emission = Emission(
-        3600,
+        4,
         collector=collector,
         options=Options(prefix=tmp_path / "app.", flush_interval=10),
         system=False,
         clock=lambda: now[0],
-        finish_each=False,
     )
-    for _ in range(3):  # 0 s, 4 s, 8 s: all younger than flush_interval
+    assert emission.finish_each is False
+    path = ""
+    for n in (1, 2):  # 0 s, 4 s: the next emission (4 s on) is still within flush_interval
         hits.click()
         assert emission.emit() is True
         now[0] += 4_000
-    path = emission.path
-    assert path is not None and len(list(tmp_path.glob("*.prom"))) == 1
-    assert Reader.try_open(path) is None, "still locked: a reader must wait for rotation"
-    assert emission.emit() is True  # 12 s: rotates, finishing the first segment
+        path = emission.path or ""
+        assert path and len(list(tmp_path.glob("*.prom"))) == 1
+        assert Reader.try_open(path) is None, "still locked: being written"
+        with open(path, "rb") as f:  # a tailing reader: the emission is whole, marker last
+            text = f.read().decode()
+        stamp = now[0] - 4_000
+        assert text.endswith(f"\n# EMITTED {stamp}\n")
+        assert f"\nhits_total {n} {stamp}\n" in text.rpartition("# EMITTED")[0]
+    hits.click()
+    assert emission.emit() is True  # 8 s: the next (12 s) would be past 10 s: finished now
+    assert emission.path is None
     with Reader.try_open(path) as reader:  # type: ignore[union-attr]
         assert reader is not None
+    assert emission.emit() is True  # 12 s: a new segment, with every series again
     assert emission.path is not None and emission.path != path
+    assert "hits_total 3 " in Path(emission.path).read_text()
     emission.stop()
     assert emission.path is None
 

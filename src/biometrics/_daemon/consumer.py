@@ -23,12 +23,20 @@ from typing import Protocol
 from ..errors import SegmentError, UnsafeFileError
 from ..prometheus.reader import Reader
 from ..prometheus.segments import source_of
-from ..prometheus.watcher import Watcher
+from ..prometheus.watcher import Held, Watcher
 from ..sensors import Counter
 from .logfmt import log
 from .spool import SkipList, move, quarantine
 
-__all__ = ["Claimed", "ConsumerMetrics", "Disposal", "Places", "SpoolConsumer", "Words"]
+__all__ = [
+    "Claimed",
+    "ConsumerMetrics",
+    "Disposal",
+    "Places",
+    "SpoolConsumer",
+    "Words",
+    "Writing",
+]
 
 _NAMELESS = "file name has no <epoch_ms> before .prom; cannot tell its time"
 
@@ -103,6 +111,24 @@ class Claimed:
         return os.path.basename(self.reader.path)
 
 
+@dataclass(frozen=True, slots=True)
+class Writing:
+    """A segment its writer still holds, with the source and time its name gives.
+
+    What :meth:`SpoolConsumer.claim_or_held` answers instead of a claim when only the writer's
+    lock stood in the way; the receiver closes ``held``.
+    """
+
+    held: Held
+    source: str
+    default_ms: int
+
+    @property
+    def path(self) -> str:
+        """The segment's path in the spool."""
+        return self.held.path
+
+
 class SpoolConsumer:
     """Claims, skips and disposes of one spool's segments for a daemon's own consuming loop."""
 
@@ -124,23 +150,41 @@ class SpoolConsumer:
         this process may not open is skipped (logged once, counted); one whose name carries no
         time cannot be consumed and is quarantined here.
         """
+        taken = self._claim(path, hold=False)
+        assert not isinstance(taken, Writing)
+        return taken
+
+    def claim_or_held(self, path: str) -> Claimed | Writing | None:
+        """:meth:`claim`, or :class:`Writing` if only its writer's lock keeps ``path`` from us.
+
+        Never for a skipped segment, a stray, or one whose name carries no time: those are
+        None, as for :meth:`claim` (the last is quarantined once its writer lets it go).
+        """
+        return self._claim(path, hold=True)
+
+    def _claim(self, path: str, *, hold: bool) -> Claimed | Writing | None:
         self._report_strays()
         if self._skipped.skipped(path):
             return None
         try:
-            reader = self.watcher.claim(path)
+            taken = self.watcher.claim_or_hold(path) if hold else self.watcher.claim(path)
         except SegmentError as e:
             self.skip(path, "cannot open segment", e)
             return None
-        if reader is None:
+        if taken is None:
             return None
         name = os.path.basename(path)
         named = source_of(name) if "\n" not in name else None  # a journal record ends at "\n"
-        if named is None:
-            with reader:
-                self.dispose(reader, _NAMELESS)
-            return None
-        return Claimed(reader, named[0], named[1])
+        if named is not None:
+            if isinstance(taken, Held):
+                return Writing(taken, named[0], named[1])
+            return Claimed(taken, named[0], named[1])
+        if isinstance(taken, Held):
+            taken.close()  # quarantined once its writer lets it go
+        else:
+            with taken:
+                self.dispose(taken, _NAMELESS)
+        return None
 
     def skip(self, path: str, what: str, error: OSError) -> None:
         """Leave ``path`` in the spool untried until it changes; log ``what`` happened, once."""

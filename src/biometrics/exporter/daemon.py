@@ -3,7 +3,8 @@
 One thread ingests (the only writer of the store and the state files); HTTP threads only read.
 A pass claims up to a batch of finished segments, folds each into the store and appends its
 bytes to the journal, fsyncs the journal once, and only then deletes, archives or quarantines
-the batch's files.
+the batch's files.  Segments their writers still hold are not waited for: the pass folds their
+whole emissions (:mod:`.tail`), so a count is on the page one poll after it was written.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from .. import _clock
-from .._daemon.consumer import Claimed, Disposal, SpoolConsumer, Words
+from .._daemon.consumer import Claimed, Disposal, SpoolConsumer, Words, Writing
 from .._daemon.logfmt import log
 from .._daemon.selfmetrics import SensorSet
 from ..errors import ParseError, StateError
@@ -26,6 +27,7 @@ from .durable import DurableState
 from .options import ExporterOptions
 from .selfmetrics import ExporterMetrics
 from .store import Store
+from .tail import Tailed, Tailer
 
 __all__ = ["Exporter"]
 
@@ -68,6 +70,8 @@ class Exporter:
         self.consumer = SpoolConsumer(options.spool, options.places, self.metrics, _WORDS)
         """Claims, skips and disposes of the spool's segments (shared with the shipper)."""
         self.durable = DurableState(options.state_path)
+        self.tailer = Tailer(self.store, self.metrics, options.batch_bytes)
+        """What was taken of the segments writers still hold (in memory only: see .tail)."""
         self.ready = threading.Event()
         self._last_checkpoint = time.monotonic()
         self._journal_failures = 0
@@ -145,16 +149,23 @@ class Exporter:
     # -- ingest ---------------------------------------------------------------------------
 
     def ingest_pass(self, now_ms: int | None = None, stop: threading.Event | None = None) -> bool:
-        """Consume one batch of finished segments; True if a full batch left more waiting."""
+        """Consume one batch of finished segments and tail open ones; True if more is waiting.
+
+        An open segment whose emissions were folded counts as a file of the batch, and the
+        bytes read from it count against its bytes.
+        """
         opts = self.options
         batch: list[_Consumed] = []
-        size_total = 0
+        files = size_total = 0
+        more = False  # an open segment's tail left for the next pass
         waiting_since: float | None = None
         failed: StateError | None = None  # the journal's fault: the pass stops, nothing skipped
         try:
-            for path in self.consumer.candidates():
+            candidates = self.consumer.candidates()
+            self.tailer.prune(frozenset(candidates))
+            for path in candidates:
                 if (
-                    len(batch) >= opts.batch_files
+                    files >= opts.batch_files
                     or size_total >= opts.batch_bytes
                     or (stop is not None and stop.is_set())
                 ):
@@ -162,12 +173,17 @@ class Exporter:
                         waiting_since = os.stat(path).st_mtime
                     break
                 try:
-                    taken = self._take(path)
+                    taken = self._take(path, opts.batch_bytes - size_total)
                 except StateError as e:
                     failed = e
                     break
-                if taken is not None:
+                if isinstance(taken, Tailed):
+                    size_total += taken.read
+                    files += taken.folded > 0
+                    more = more or taken.cut
+                elif taken is not None:
                     size_total += taken.size
+                    files += 1
                     batch.append(taken)
             self._commit(batch, failed)
         finally:
@@ -187,12 +203,15 @@ class Exporter:
             or time.monotonic() - self._last_checkpoint >= opts.checkpoint_interval
         ):
             self.checkpoint()
-        return waiting_since is not None
+        return more or waiting_since is not None
 
-    def _take(self, path: str) -> _Consumed | None:
-        claimed = self.consumer.claim(path)
+    def _take(self, path: str, budget: int) -> _Consumed | Tailed | None:
+        claimed = self.consumer.claim_or_held(path)
         if claimed is None:
             return None
+        if isinstance(claimed, Writing):
+            with claimed.held:
+                return self.tailer.tail(claimed, budget)
         try:
             return self._consume(claimed)
         except StateError:
@@ -204,24 +223,30 @@ class Exporter:
             return None
 
     def _consume(self, claimed: Claimed) -> _Consumed:
+        """Journal the whole segment; fold what tailing it while open did not (see .tail)."""
         reader = claimed.reader
-        size = os.fstat(reader.fileno()).st_size
+        st = os.fstat(reader.fileno())
+        size = st.st_size
         self.durable.append(claimed.name, reader, size)  # all or nothing; StateError: journal's
-        parsed = Parse(reader, path=reader.path)  # claimed: its writer is done, it cannot grow
+        read = self.tailer.finish(claimed.path, reader.fileno(), st)
+        reader.seek(read.offset)
+        # claimed: its writer is done, it cannot grow
+        parsed = Parse(reader, path=reader.path, first_line=read.line)
         self._fold(claimed.source, claimed.default_ms, parsed)
         self.metrics.segments.click()
         self.metrics.bytes.count(size)
         problems = parsed.problems
-        self.metrics.parse_errors.count(len(problems))
+        self.metrics.parse_errors.count(len(problems))  # the tailed part's: counted then
         serious = parsed.malformed
         if len(serious) < len(problems):
             benign = [p for p in problems if p not in serious]
             log(logging.INFO, "segment readings dropped: cut short by a stopped writer, or a "
                 "name another source gave another kind", path=reader.path, dropped=len(benign),
                 first_problem=str(benign[0]))  # fmt: skip
-        consumed = _Consumed(reader, size, problems)
-        if serious:
-            consumed.reason = f"{len(serious)} malformed line(s); the other lines were ingested"
+        consumed = _Consumed(reader, size, [*read.problems, *problems])
+        malformed = read.malformed + len(serious)
+        if malformed:
+            consumed.reason = f"{malformed} malformed line(s); the other lines were ingested"
         return consumed
 
     def _fold(self, source: str, default_ts: int, parsed: Parse) -> None:

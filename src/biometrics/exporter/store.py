@@ -14,18 +14,22 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterable
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 from .._daemon.logfmt import log
 from ..prometheus import Metadata, Parse, Reading, readings
 from ..prometheus.exposition import counter_name
+from ..prometheus.kinds import SampleKinds
 from ..prometheus.segments import project
 from . import snapshot
 from .bounds import DropLog
 from .families import DEAD, FamilyTable, PageNames
 from .ingest import LayoutConflict, NameConflict, OnConflict, SegmentDrops, chunks, tell
+from .known import KnownLines, fold_known, learn_line, text_lines
 from .render import PageCache, label_pairs, label_text, render_families
 from .rules import Declaration, GaugeModes, MergeRules, with_source, without_source
 from .sources import Sources
@@ -82,6 +86,10 @@ class Store:
         """Histogram readings dropped because they could not be shown in the family's layout."""
         self.version = 0
         """Moves on with every change a page would show."""
+        self._known = KnownLines(max_series)
+        """Per source, the series texts it feeds (see :mod:`.known`)."""
+        self._epoch = 0
+        """Moves on when series change hands wholesale (re-merging, loading): caches go."""
 
     @property
     def entries(self) -> int:
@@ -98,26 +106,72 @@ class Store:
                 self.version += 1
 
     def ingest_bytes(
-        self, source: str, data: bytes, default_ts: int, *, path: str, first_line: int = 1
+        self,
+        source: str,
+        data: bytes,
+        default_ts: int,
+        *,
+        path: str,
+        first_line: int = 1,
+        types: dict[str, str] | None = None,
     ) -> Parse:
         """Fold in a segment's text, or a part of it that starts at line ``first_line``.
 
-        Returns the parse: its problems (at ``path``:line) and how many samples it held.
+        ``types``: the TYPE lines of the segment's earlier parts, for a part read on from the
+        middle (a segment read while its writer still appends); this part's are added.  Lines
+        this source has sent before take the known-lines fold (:mod:`.known`), the rest the
+        general path.  Returns the parse: its problems (at ``path``:line), its sample count.
         """
+        source = sys.intern(source)
+        known = self._known.of(source, self._epoch, source in self._sources.tombstones)
+        lines = None if known is None else text_lines(data)
+        if known is not None and lines is not None:
+            kinds = SampleKinds(self._kinds(types))
+            learn = partial(learn_line, self._families, self.rules.per_source, source, kinds)
+            folded = fold_known(lines, source, known, learn, lock=self._lock, types=types,
+                                helps=self._helps)  # fmt: skip
+            if folded.applied:
+                with self._lock:
+                    self.newest_ts = max(self.newest_ts, folded.newest)
+                    book = self._sources
+                    book.seen(source, max(folded.newest, book.newest.get(source, 0)))
+                    self.version += 1
+            self._known.after(known, folded)
+            if folded.whole:
+                parsed = Parse([], path=path, first_line=first_line)
+                parsed.samples = folded.samples
+                return parsed
         parsed = Parse([data], path=path, first_line=first_line)
-        self.ingest_segment(source, parsed, default_ts)
+        said = self.ingest_segment(source, parsed, default_ts, types=types)
+        if known is not None and lines is not None and not parsed.problems:
+            known.remember(lines, said, first_line)
         return parsed
 
-    def ingest_segment(self, source: str, parsed: Parse, default_ts: int) -> None:
+    def _kinds(self, types: dict[str, str] | None) -> Mapping[str, str]:
+        """The kinds a segment part's samples take: its segment's TYPE lines, else the store's."""
+        kinds = cast("dict[str, str]", self._names.kinds)
+        return ChainMap(types, kinds) if types else kinds
+
+    def ingest_segment(
+        self, source: str, parsed: Parse, default_ts: int, *, types: dict[str, str] | None = None
+    ) -> list[Metadata]:
         """Fold a whole parsed segment in, its HELP, MERGE and END lines included.
 
         A reading refused because its name holds another kind, or its histogram layout does
-        not fit, is reported on ``parsed`` (see :class:`.ingest.SegmentDrops`).
+        not fit, is reported on ``parsed`` (see :class:`.ingest.SegmentDrops`).  ``types`` as
+        for :meth:`ingest_bytes`.  Returns the metadata lines met.
         """
         drops = SegmentDrops(parsed)
-        for part in chunks(readings(parsed, default_ts, self._names.kinds)):
+        said: list[Metadata] = []
+        known = self._kinds(types)
+        for part in chunks(readings(parsed, default_ts, known)):
             if not isinstance(part, Metadata):
                 self.ingest(source, part, on_conflict=drops.conflict, on_misfit=drops.misfit)
+                continue
+            said.append(part)
+            if part.kind == "TYPE":
+                if types is not None:
+                    types[part.name] = part.text
             elif part.kind == "HELP":
                 self.set_help(part.name, part.text)
             elif part.kind == "MERGE":
@@ -125,6 +179,7 @@ class Store:
                 self.declare_gauge(part.name, mode, live=live == "live")
             elif part.kind == "END":
                 self.end_source(source)
+        return said
 
     def ingest(
         self,
@@ -275,6 +330,7 @@ class Store:
         if old == mode:
             return
         self.version += 1
+        self._epoch += 1
         if self.rules.per_source or "all" not in (old, mode):  # same series, merged otherwise
             family.remode(mode)
             return
@@ -298,6 +354,7 @@ class Store:
         is forgotten.  Returns how many series lost its value.
         """
         with self._lock:
+            self._known.forget(source)
             book = self._sources
             held = book.held.get(source)
             if not held:
@@ -326,6 +383,7 @@ class Store:
         with self._lock:
             stale = self._sources.stale(now_ms - forget_after_ms)
             for source in stale:
+                self._known.forget(source)
                 self.drop_log.forget(source)
                 for name, held in self._sources.forget(source).items():
                     if self._families[name].drop_source(source, held):
@@ -404,6 +462,7 @@ class Store:
             self._sources, self._helps = loaded.sources, loaded.helps
             self.newest_ts = max(loaded.sources.newest.values(), default=0)
             self.version += 1
+            self._epoch += 1
         if loaded.dropped:
             log(logging.WARNING, "histograms of an older snapshot left out: they have no bucket "
                 "layout; each live source's next reading brings its counts back",

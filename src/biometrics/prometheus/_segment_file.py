@@ -17,14 +17,21 @@ import contextlib
 import errno
 import os
 import secrets
+from dataclasses import replace
 
 from ..errors import SegmentError
 from . import _locks
+from .exposition import ExpositionFamily, RenderedSample
 
-__all__ = ["END_LINE", "OpenSegment", "SegmentHolder", "create_segment"]
+__all__ = ["EMITTED", "END_LINE", "OpenSegment", "SegmentHolder", "create_segment"]
 
 END_LINE = b"# END\n"
 """A segment's last line when its writer stopped cleanly: live-only gauges leave serve's merge."""
+EMITTED = b"# EMITTED "
+"""Starts the line ``# EMITTED <stamp>`` that follows every emission's lines (see the emitter)."""
+_UNSET = object()
+_GROUPED = frozenset(("histogram", "summary"))
+"""Family types whose samples per label set are one reading: written together or not at all."""
 _NAME_CLASH_TRIES = 10_000
 _TEMP_TRIES = 100
 _NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
@@ -35,9 +42,26 @@ class OpenSegment:
 
     ``start_ms`` is the stamp of its first reading, ``name_ms`` the time in its name (never at
     or before the writer's previous segment's, so it may be later than ``start_ms``).
+
+    What only this segment knows lives here, so it ends with the segment (rotation, close, an
+    abandoned write, a fork) and a new segment starts afresh: the families whose metadata it
+    carries, the value it last wrote per series (``written``: a series not in it is written
+    in full at its next emission), and ``emission``, the stamp of the emission under way whose
+    ``# EMITTED`` marker is still due.
     """
 
-    __slots__ = ("buffer", "families", "fd", "last_ms", "name_ms", "path", "size", "start_ms")
+    __slots__ = (
+        "buffer",
+        "emission",
+        "families",
+        "fd",
+        "last_ms",
+        "name_ms",
+        "path",
+        "size",
+        "start_ms",
+        "written",
+    )
 
     def __init__(self, fd: int, path: str, start_ms: int, name_ms: int) -> None:
         self.fd = fd
@@ -48,6 +72,46 @@ class OpenSegment:
         self.size = 0
         self.buffer = bytearray()
         self.families: set[str] = set()
+        self.written: dict[object, object] = {}
+        self.emission: int | None = None
+
+    def end_emission(self) -> None:
+        """Close the emission under way with its marker: a tailing reader may take it now.
+
+        Buffered only: the caller drains (``flush``) or finishes the segment right after.
+        """
+        stamp = self.emission
+        if stamp is not None:
+            self.emission = None
+            data = b"%s%d\n" % (EMITTED, stamp)
+            self.buffer += data
+            self.size += len(data)
+
+    def unwritten(self, family: ExpositionFamily) -> ExpositionFamily:
+        """The family less what this segment already wrote with the same value text.
+
+        A histogram's samples of one label set go as one group.  What is kept is recorded in
+        ``written``: the caller writes it.
+        """
+        samples = family.samples
+        written = self.written
+        out: list[RenderedSample] = []
+        if family.type not in _GROUPED:
+            for sample in samples:
+                name, labels, value = sample
+                if written.get((name, labels), _UNSET) != value:
+                    written[name, labels] = value
+                    out.append(sample)
+        else:
+            groups: dict[str, list[RenderedSample]] = {}
+            for sample in samples:
+                groups.setdefault(_without_le(sample[1]), []).append(sample)
+            for base, group in groups.items():
+                whole = tuple(group)
+                if written.get((family.name, base, None), _UNSET) != whole:
+                    written[family.name, base, None] = whole
+                    out.extend(group)
+        return family if len(out) == len(samples) else replace(family, samples=out)
 
     def drain(self) -> None:
         """Write the buffered bytes; what was written leaves the buffer even on an error."""
@@ -61,8 +125,9 @@ class OpenSegment:
             del buffer[:written]
 
     def finish(self) -> None:
-        """Write what is buffered and close: the lock goes with the descriptor."""
+        """End the emission under way, write what is buffered and close (the lock goes too)."""
         try:
+            self.end_emission()
             self.drain()
         finally:
             os.close(self.fd)
@@ -86,8 +151,20 @@ class SegmentHolder:
         """Finish the open segment with ``# END`` (the writer is done), if one is open."""
         segment = self.segment
         if segment is not None:
+            segment.end_emission()  # the last marker before ``# END``
             segment.buffer += END_LINE
             self.finish()
+
+
+def _without_le(labels: str) -> str:
+    """A bucket's rendered label set less its ``le`` (always rendered last), or ``labels``.
+
+    Label values escape their quotes, so ``le="`` after ``{`` or ``,`` is the label itself.
+    """
+    at = labels.rfind('le="')
+    if at > 0 and labels[at - 1] in "{,":
+        return labels[: at - 1] + "}" if labels[at - 1] == "," else ""
+    return labels
 
 
 def create_segment(prefix: str, stamp: int, first: int, mode: int) -> OpenSegment:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from .._labels import LabelPairs
-from ..histogram import Histogram
+from ..histogram import Histogram, HistogramReading
 from ..moments import Moments, MomentsReading
 from ..sensors import Counter, Gauge, Sensor
 
@@ -142,17 +142,21 @@ def _one(sensor: Sensor, kind: str, suffix: str, value: float | int) -> Expositi
     )
 
 
-def counter_families(counter: Counter) -> list[ExpositionFamily]:
-    """A counter is one ``counter`` family, named ``x_total`` (see :func:`counter_name`)."""
+def counter_families(counter: Counter, value: float | int | None = None) -> list[ExpositionFamily]:
+    """A counter is one ``counter`` family, named ``x_total`` (see :func:`counter_name`).
+
+    ``value`` is a reading already taken (the segment emitter reads first, to skip a series
+    that did not change without rendering it); by default the counter is read now.
+    """
     name = counter_name(counter.label)
-    value = format_count(counter.read())  # an int, or a float after inc(0.5): 2.0 reads "2"
+    text = format_count(counter.read() if value is None else value)  # 2.0 (after inc) reads "2"
     return [ExpositionFamily(name, "counter", counter.help,
-                   [(name, render_labels(counter.label_pairs), value)])]  # fmt: skip
+                   [(name, render_labels(counter.label_pairs), text)])]  # fmt: skip
 
 
-def gauge_families(gauge: Gauge) -> list[ExpositionFamily]:
+def gauge_families(gauge: Gauge, value: float | None = None) -> list[ExpositionFamily]:
     """A gauge is one ``gauge`` family, carrying its merge declaration for segments."""
-    family = _one(gauge, "gauge", "", gauge.read())
+    family = _one(gauge, "gauge", "", gauge.read() if value is None else value)
     family.merge = gauge.merge_declaration
     return [family]
 
@@ -192,11 +196,12 @@ def moments_values(r: MomentsReading) -> list[tuple[str, str, float | int]]:
     ]
 
 
-def moments_families(moments: Moments) -> list[ExpositionFamily]:
+def moments_families(
+    moments: Moments, reading: MomentsReading | None = None
+) -> list[ExpositionFamily]:
     """The seed's count/mean/variance/skewness/kurtosis, plus the raw sums m2..m4 for merging."""
-    return [
-        _one(moments, kind, suffix, value) for suffix, kind, value in moments_values(moments.read())
-    ]
+    r = moments.read() if reading is None else reading
+    return [_one(moments, kind, suffix, value) for suffix, kind, value in moments_values(r)]
 
 
 MOMENTS_PAGE = (("", "summary"), ("_mean", "gauge"), ("_variance", "gauge"),
@@ -236,14 +241,16 @@ def _bucket_labels(pairs: LabelPairs, le: float) -> str:
     return render_labels(pairs, f'le="{format_le(le)}"')
 
 
-def histogram_families(histogram: Histogram) -> list[ExpositionFamily]:
+def histogram_families(
+    histogram: Histogram, reading: HistogramReading | None = None
+) -> list[ExpositionFamily]:
     """A Prometheus histogram over every bucket of its layout, then the two side counters.
 
     Empty buckets get their line too: every process then exposes the same ``le`` set, which
     ``sum by (le)`` across processes needs, and no bucket series starts late.  Cumulative counts
     ascend to ``le="+Inf"``, which equals ``_count`` (every observation).
     """
-    r = histogram.read()
+    r = histogram.read() if reading is None else reading
     base = prometheus_name(histogram.label)
     pairs = histogram.label_pairs
     finite = zip(r.bounds, accumulate(r.counts), strict=False)  # +Inf's count is r.count

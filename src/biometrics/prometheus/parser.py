@@ -17,7 +17,7 @@ from ..errors import ParseError
 from ..sensors import MERGE_MODES
 from .exposition import format_le, prometheus_name
 
-__all__ = ["Metadata", "Parse", "Sample", "parse"]
+__all__ = ["Metadata", "Parse", "Sample", "parse", "sample_value", "series_of"]
 
 MAX_LINE = 1 << 20
 """Longest line accepted (1 MiB); longer ones are reported and skipped, never buffered whole."""
@@ -79,6 +79,36 @@ class Metadata(NamedTuple):
 
 def _unescape(value: str) -> str:
     return _ESCAPES.sub(lambda m: "\n" if m[1] == "n" else m[1], value)
+
+
+def sample_value(text: str) -> float | None:
+    """A sample value as this parser reads it (``+Inf``, ``NaN``, ``1e-3``), or None if not one.
+
+    For readers that split lines themselves (the exporter's fold of known lines): they must
+    take exactly the values the parser takes.
+    """
+    special = _SPECIAL.get(text)
+    if special is not None:
+        return special
+    try:
+        return _float(text) if text[:1].strip() and text[-1:].strip() else None
+    except ValueError:
+        return None
+
+
+def series_of(text: str) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """The Prometheus name and labels of a series text (``name{labels}``), None if not one.
+
+    For readers that split lines themselves: the same answer a parse of the line gives.
+    """
+    found = _SERIES_CACHE.get(text)
+    if found is None:
+        parsed = Parse([text.encode() + b" 0 0\n"])
+        items = list(parsed)
+        if len(items) != 1 or parsed.problems or not isinstance(items[0], Sample):
+            return None
+        found = items[0].name, items[0].labels
+    return found
 
 
 def _float(text: str) -> float:

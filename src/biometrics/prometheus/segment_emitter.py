@@ -18,6 +18,23 @@ a new emission anyway, so ``emit_*`` calls without any flush still never go back
 Segments are named by the stamp of their first reading, and never by a time at or before the
 previous segment's name (a consumed segment's name is never reused), so names rise too.
 
+Changes only.  Within one segment a series is written at its first emission and afterwards
+only when its value differs from what this segment last wrote for it (a histogram's or moments'
+lines as one group); the first emission of every segment carries everything, with its
+metadata.  A reader keeps each series' last reading, so the newest values it holds are the
+same as if every emission were written whole, while an emission where little changed costs a
+few lines (and no rendering) instead of every family.  Segments rotate by ``flush_interval``,
+so every series is still written at least that often (remote-write series never go stale) and
+a reader that starts at any segment has all series from its first emission.  (A write error
+mid-emission abandons the segment; the series that emission had already passed are written at
+the next one, in the new segment.)
+
+The marker.  Every emission ends with the line ``# EMITTED <stamp>`` (a plain comment to other
+readers), written after its lines at the ``flush()`` that ends it (or when a later stamp,
+``close()``, ``end()`` or rotation ends it), also when nothing changed.  A reader tailing an
+open segment takes only what comes before the last marker: whole emissions.  ``flush()`` also
+writes the buffer out, so an emission is in the file when ``Collector.emit`` returns.
+
 How a segment file is created, locked and published is :mod:`._segment_file`'s.
 """
 
@@ -31,16 +48,28 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Any
 
 from .. import _clock, _forks
 from ..errors import InvalidValueError, SegmentError
-from ..sensors import Counter
+from ..histogram import Histogram, HistogramReading
+from ..moments import Moments, MomentsReading
+from ..sensors import Counter, Gauge, Sensor
 from ._segment_file import OpenSegment, SegmentHolder, create_segment
-from .exposition import ExpositionFamily, FamilyEmitter, sample_line, segment_metadata
+from .exposition import (
+    ExpositionFamily,
+    FamilyEmitter,
+    counter_families,
+    gauge_families,
+    histogram_families,
+    moments_families,
+    segment_metadata,
+)
 
 __all__ = ["Options", "SegmentEmitter", "child_prefix"]
 
 _BUFFER = 64 * 1024
+_UNSET = object()
 
 
 def _own_prefix(job: str) -> str:
@@ -57,22 +86,30 @@ class Options:
     (``/var/spool/biometrics/web.``).  ``mode`` is applied to each segment exactly (umask or
     not); the directory itself is never touched.
 
-    ``flush_interval`` (10 s, :func:`~biometrics.runtime.emit_every`'s default interval) is
-    the age past which the next emission starts a new segment.  A reader takes a segment only
-    once it is finished, so it bounds how long readings wait in an open one: ``emit_every``
-    finishes a segment after every emission by default and then never waits for it; with
-    ``finish_each=False``, or a bare ``SegmentEmitter``, a reading can wait up to
-    ``flush_interval`` plus one emission interval.
+    ``flush_interval`` (60 s) is the age past which the next emission starts a new segment.
+    Each segment's first emission writes every series, so it is also how long an unchanged
+    series can go unwritten (with ``changes_only``): a minute keeps remote-write series far
+    from Prometheus's 5 minute staleness, and a daemon tailing open segments sees each
+    emission anyway (see ``# EMITTED`` in the module docstring).  A reader that takes only
+    finished segments waits up to ``flush_interval`` plus one emission interval.
+
+    ``changes_only`` (default on) writes a series in an emission only when it is new to the
+    segment or changed since the segment last wrote it: a process whose counters mostly stand
+    still writes a few lines per emission instead of every series and its HELP/TYPE.  Turn it
+    off for readers that take one emission at a time as a complete snapshot of the process (a
+    ``tail`` of the file, a reader that forgets series missing from an emission).
     """
 
     segment_size: int = 64 * 2**20
-    flush_interval: float | timedelta = 10.0
+    flush_interval: float | timedelta = 60.0
     prefix: str | os.PathLike[str] = field(default_factory=lambda: _own_prefix("biometrics"))
     """Default ``biometrics.<host>.<pid>.`` (taken when the options are made): two processes
     writing one prefix would interleave as one source, each one's drop read as a restart."""
     mode: int = 0o644
+    changes_only: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "changes_only", bool(self.changes_only))
         interval = self.flush_interval
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
         if not isinstance(seconds, int | float) or not seconds > 0:
@@ -154,22 +191,84 @@ class SegmentEmitter(FamilyEmitter):
         return None if segment is None else segment.path
 
     def emit_families(self, families: list[ExpositionFamily], now_ms: int) -> None:
-        """Append the families' lines to the open segment (a new one when due), stamped."""
+        """Append the families' lines to the open segment (a new one when due), stamped.
+
+        With ``changes_only``, a sample whose value text this segment already wrote is left
+        out; a histogram's (or summary's) samples of one label set go as a group.
+        """
         with self._lock:
             stamp = self._stamp_for(int(now_ms))
-            ts = str(stamp)
             segment = self._segment_for(stamp)
-            parts = []
-            for family in families:
-                if family.name not in segment.families:
-                    segment.families.add(family.name)
-                    parts.append(segment_metadata(family))
-                parts.extend(sample_line(s, ts) for s in family.samples)
-            data = "".join(parts).encode()
-            segment.buffer += data
-            segment.size += len(data)
-            if len(segment.buffer) >= _BUFFER:
-                self._guard(segment, segment.drain)
+            if self._options.changes_only:
+                families = [segment.unwritten(f) for f in families]
+            self._append(segment, families, str(stamp))
+
+    def emit_counter(self, counter: Counter, now_ms: int) -> None:
+        """Take a counter reading (written only if it changed, see ``Options.changes_only``)."""
+        if self._options.changes_only:
+            self._emit_reading(counter, counter.read(), counter_families, now_ms)
+        else:
+            super().emit_counter(counter, now_ms)
+
+    def emit_gauge(self, gauge: Gauge, now_ms: int) -> None:
+        """Take a gauge reading (written only if it changed, see ``Options.changes_only``)."""
+        if self._options.changes_only:
+            self._emit_reading(gauge, gauge.read(), gauge_families, now_ms)
+        else:
+            super().emit_gauge(gauge, now_ms)
+
+    def emit_moments(self, moments: Moments, now_ms: int) -> None:
+        """Take a moments reading: all its families, or none when it did not change."""
+        if self._options.changes_only:
+            self._emit_reading(moments, moments.read(), moments_families, now_ms)
+        else:
+            super().emit_moments(moments, now_ms)
+
+    def emit_histogram(self, histogram: Histogram, now_ms: int) -> None:
+        """Take a histogram reading: all its lines, or none when it did not change."""
+        if self._options.changes_only:
+            reading = histogram.read()
+            self._emit_reading(histogram, reading, histogram_families, now_ms)
+        else:
+            super().emit_histogram(histogram, now_ms)
+
+    def _emit_reading(
+        self,
+        sensor: Sensor,
+        reading: float | HistogramReading | MomentsReading,
+        render: Callable[[Any, Any], list[ExpositionFamily]],
+        now_ms: int,
+    ) -> None:
+        """Render and append ``reading`` unless this segment last wrote an equal one.
+
+        Readings are compared, not texts, so an unchanged series costs a dict look-up and no
+        rendering.  Equal readings render alike (``1`` and ``1.0`` read back as one value).
+        The sensor object is the key (one sensor, one series; hashed by identity, cheaply).
+        """
+        with self._lock:
+            stamp = self._stamp_for(int(now_ms))
+            segment = self._segment_for(stamp)
+            written = segment.written
+            last = written.get(sensor, _UNSET)
+            if last is reading or last == reading:
+                return
+            self._append(segment, render(sensor, reading), str(stamp))
+            written[sensor] = reading
+
+    def _append(self, segment: OpenSegment, families: list[ExpositionFamily], ts: str) -> None:
+        parts: list[str] = []
+        append = parts.append
+        for family in families:
+            if family.name not in segment.families:
+                segment.families.add(family.name)
+                append(segment_metadata(family))
+            for name, labels, value in family.samples:  # sample_line, inlined: the hot loop
+                append(f"{name}{labels} {value} {ts}\n")
+        data = "".join(parts).encode()
+        segment.buffer += data
+        segment.size += len(data)
+        if len(segment.buffer) >= _BUFFER:
+            self._guard(segment, segment.drain)
 
     def _stamp_for(self, now_ms: int) -> int:
         """The current emission's stamp: later than the previous emission's, never going back."""
@@ -199,6 +298,8 @@ class SegmentEmitter(FamilyEmitter):
     def _segment_for(self, stamp: int) -> OpenSegment:
         options = self._options
         segment = self._holder.segment
+        if segment is not None and segment.emission not in (None, stamp):
+            segment.end_emission()  # a later stamp ended the emission without a flush
         if (
             segment is not None
             and stamp > segment.last_ms
@@ -213,6 +314,7 @@ class SegmentEmitter(FamilyEmitter):
             segment = self._create(stamp)
             self._holder.segment = segment
         segment.last_ms = max(segment.last_ms, stamp)
+        segment.emission = stamp
         return segment
 
     def _create(self, stamp: int) -> OpenSegment:
@@ -231,12 +333,31 @@ class SegmentEmitter(FamilyEmitter):
         return segment
 
     def flush(self) -> None:
-        """Write buffered lines to the segment (it stays locked and open); ends the emission."""
+        """End the emission with its ``# EMITTED`` marker and write it out (still locked).
+
+        A reader tailing the segment then has the whole emission at once.
+        """
         with self._lock:
             self._in_emission = False  # the next emit_families starts a new emission
             segment = self._holder.segment
             if segment is not None:
+                segment.end_emission()
                 self._guard(segment, segment.drain)
+
+    def due(self, now_ms: int) -> bool:
+        """Whether an emission at ``now_ms`` would find the open segment past its age.
+
+        ``emit_every`` asks with its next emission's time and finishes the segment now if so:
+        the segment is readable at once instead of an interval later, and every series is
+        written again ``flush_interval`` after the segment's first emission, not an interval
+        later.
+        """
+        with self._lock:
+            segment = self._holder.segment
+            return (
+                segment is not None
+                and int(now_ms) - segment.start_ms >= self._options.flush_interval_ms
+            )
 
     def close(self) -> None:
         """Finish the open segment: flush, unlock, close; ends the emission.  Idempotent."""
@@ -264,6 +385,7 @@ class SegmentEmitter(FamilyEmitter):
                 now = _clock.now_ms() if now_ms is None else int(now_ms)
                 self._in_emission = False
                 segment = self._segment_for(self._stamp_for(now))
+                segment.emission = None  # no emission, no marker: the segment is ``# END`` only
             self._in_emission = False
             self._guard(segment, self._holder.end)
 

@@ -8,12 +8,14 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
 
 from ..errors import SegmentError
 from . import _locks
 from .reader import Reader
 
-__all__ = ["Watcher"]
+__all__ = ["Held", "Watcher"]
 
 SUFFIX = ".prom"
 _OPEN_FLAGS = os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
@@ -52,6 +54,73 @@ def _open_segment(dir_fd: int, name: str, path: str) -> tuple[int, bool] | None:
         if e.errno in _NOT_A_SEGMENT:
             return None
         raise SegmentError(e.errno, f"cannot open segment {path}: {e.strerror}", path) from e
+
+
+@dataclass(slots=True)
+class Held:
+    """A segment its writer still holds, as a claim found it: open, never locked, never waited on.
+
+    The claim already paid for the open (no link followed, a regular file) and the ``fstat``;
+    handing them on lets a daemon read the part of an open segment that is already whole
+    (``biometrics serve`` reads its finished emissions) without a second open, and decide from
+    ``stat`` alone whether there is anything new.  The receiver closes it.
+    """
+
+    path: str
+    fd: int
+    stat: os.stat_result
+    """The file as it was when opened: its identity and the size the reader may go up to."""
+
+    def pread(self, size: int, offset: int) -> bytes:
+        """Up to ``size`` bytes from ``offset``: fewer only if the file ends (or shrank) first."""
+        parts: list[bytes] = []
+        got = 0
+        while got < size:  # bounded: every turn reads at least one byte, or stops
+            part = os.pread(self.fd, size - got, offset + got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Close the descriptor (idempotent)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> Held:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _lock_at(
+    dir_fd: int, name: str, path: str, fd: int, *, exclusive: bool, hold: bool
+) -> Reader | Held | None:
+    """``fd`` (``name`` in ``dir_fd``) claimed, or held by its writer; None: not to be taken.
+
+    On None the caller closes ``fd``; otherwise the answer owns it.
+    """
+    try:
+        mine = os.fstat(fd)
+        if not stat.S_ISREG(mine.st_mode):  # swapped for a FIFO (or worse) since the scan
+            return None
+        os.set_blocking(fd, True)
+        if not _locks.lock(fd, exclusive=exclusive, wait=False):
+            return Held(path, fd, mine) if hold and mine.st_nlink > 0 else None
+        there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if mine.st_nlink == 0 or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+        return None
+    return Reader(path, fd)
 
 
 class Watcher:
@@ -141,41 +210,42 @@ class Watcher:
         next scan).  Raises :class:`SegmentError` for a segment this process may not read: it
         would otherwise be passed over forever without a word.
         """
+        taken = self._claim(path, hold=False)
+        assert not isinstance(taken, Held)
+        return taken
+
+    def claim_or_hold(self, path: str) -> Reader | Held | None:
+        """:meth:`claim`, but a segment its writer still holds comes back :class:`Held`.
+
+        Only the writer's lock makes a :class:`Held`: a segment gone, unlinked or swapped for
+        something else than a regular file is None, as for :meth:`claim`.
+        """
+        return self._claim(path, hold=True)
+
+    def _claim(self, path: str, *, hold: bool) -> Reader | Held | None:
         directory, name = os.path.split(path)
         try:
             dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             return None  # the directory went away since the listing: so did the segment
         try:
-            return self._claim_at(dir_fd, name, path)
+            return self._claim_at(dir_fd, name, path, hold)
         finally:
             os.close(dir_fd)
 
-    def _claim_at(self, dir_fd: int, name: str, path: str) -> Reader | None:
+    def _claim_at(self, dir_fd: int, name: str, path: str, hold: bool) -> Reader | Held | None:
         opened = _open_segment(dir_fd, name, path)
         if opened is None:
             return None
         fd, exclusive = opened
         try:
-            mine = os.fstat(fd)
-            if not stat.S_ISREG(mine.st_mode):  # swapped for a FIFO (or worse) since the scan
-                os.close(fd)
-                return None
-            os.set_blocking(fd, True)
-            if not _locks.lock(fd, exclusive=exclusive, wait=False):
-                os.close(fd)
-                return None
-            there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            os.close(fd)
-            return None
+            taken = _lock_at(dir_fd, name, path, fd, exclusive=exclusive, hold=hold)
         except BaseException:
             os.close(fd)
             raise
-        if mine.st_nlink == 0 or (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+        if taken is None:
             os.close(fd)
-            return None
-        return Reader(path, fd)
+        return taken
 
     def ingest_one(self, process: Callable[[Reader], object]) -> bool:
         """Give the oldest finished segment to ``process``; False when there is none."""

@@ -6,17 +6,22 @@ lock is held by it), the child drops the parent's open segment unwritten, writes
 with its own pid, starts its own thread, and reports what it counts *after* the fork (cumulative
 readings minus their value at the fork), so summing parent and children counts each event once.
 
-Visibility.  A segment is read by ``biometrics serve`` only once it is finished (unlocked):
-reading a live segment would mean either waiting for its writer or parsing half an emission.
-So by default each emission *finishes* its segment (``finish_each=True``) and the next one
-starts a new file: a count is on serve's page one poll (100 ms) after the emission that carries
-it.  The price is one file per emission per process (6 a minute at the default 10 s), each
-repeating its families' HELP/TYPE lines.  ``finish_each=False`` keeps one segment open across
-emissions until ``Options.flush_interval`` rotates it: fewer, larger files, but a count then
-waits up to a further ``flush_interval`` for the rotation.  Either way a SIGKILL loses at most
-the increments of one interval (the segment's complete lines survive the kill: the kernel
-releases the lock), which is why the default interval is 10 s, under Prometheus's default 15 s
-scrape interval.
+Visibility.  ``biometrics serve`` reads a segment while it is still open, up to its last
+``# EMITTED`` marker (the end of a whole emission, written and flushed to the file when the
+emission ends), so a count is on its page one poll (100 ms) after the emission that carries it,
+whether or not the segment is finished.  So by default (``finish_each=False``) one segment
+stays open across emissions until ``Options.flush_interval`` (60 s) has passed: it is finished
+after the last emission that falls within that age, and the next emission starts a new one.
+Within a segment an emission writes only the series that changed
+(``Options.changes_only``); each segment's first emission writes every series with its
+HELP/TYPE lines, so every series is written at least once a minute.  ``finish_each=True``
+finishes the segment after every emission instead: every emission is then a whole segment
+with all its series and metadata, at the price of one file per emission per process (6 a
+minute at the default 10 s) and many more lines for the daemon to read.  A reader that takes
+only finished segments sees a count up to ``flush_interval`` later without it.  Either way a
+SIGKILL loses at most the increments of one interval (the segment's complete lines survive the
+kill: the kernel releases the lock), which is why the default interval is 10 s, under
+Prometheus's default 15 s scrape interval.
 """
 
 from __future__ import annotations
@@ -79,15 +84,25 @@ class _Shifted:
 
 
 class _SinceFork:
-    """An emitter wrapper that subtracts each cumulative sensor's reading at the fork."""
+    """An emitter wrapper that subtracts each cumulative sensor's reading at the fork.
+
+    One view per sensor, kept: the emitter knows a series by its sensor object, so a view made
+    afresh at each emission would be written in full every time.
+    """
 
     def __init__(self, inner: SegmentEmitter, baseline: dict[Sensor, Any]) -> None:
         self._inner = inner
         self._baseline = baseline
+        self._views: dict[Sensor, _Shifted] = {}
 
     def _view(self, sensor: Any) -> Any:
-        base = self._baseline.get(sensor)
-        return sensor if base is None else _Shifted(sensor, base)
+        view = self._views.get(sensor)
+        if view is None:
+            base = self._baseline.get(sensor)
+            if base is None:
+                return sensor
+            view = self._views[sensor] = _Shifted(sensor, base)
+        return view
 
     def emit_counter(self, counter: Counter, now_ms: int) -> None:
         self._inner.emit_counter(self._view(counter), now_ms)
@@ -109,9 +124,9 @@ class Emission:
     """A collector emitted every ``interval`` by a daemon thread, and once more at exit.
 
     Use :func:`emit_every` to make and start one.  ``stop()`` (or leaving the ``with`` block)
-    emits a last time and finishes the segment.  With ``finish_each`` (the default) every
-    emission finishes its segment, so a reader sees it at once (see the module docstring for
-    the trade-off).  Failures are counted in
+    emits a last time and finishes the segment.  A segment lives across emissions for up to
+    ``Options.flush_interval``; with ``finish_each`` every emission finishes its segment (see
+    the module docstring for the trade-off).  Failures are counted in
     ``biometrics.emit.failure{kind=...}`` (``kind`` is the errno name, e.g. ``ENOSPC``, or the
     exception's class), logged on the ``biometrics`` logger, and retried at the next interval.
     """
@@ -125,14 +140,14 @@ class Emission:
         system: bool = True,
         bridges: Sequence[Bridge] = (),
         clock: Callable[[], int] = _clock.now_ms,
-        finish_each: bool = True,
+        finish_each: bool = False,
     ) -> None:
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
         if not isinstance(seconds, int | float) or not seconds > 0:
             raise InvalidValueError(f"emission interval must be positive seconds, got {interval!r}")
         self.interval = float(seconds)
         self.finish_each = bool(finish_each)
-        """Whether every emission finishes its segment (readable at once) or rotation does."""
+        """Whether every emission finishes its segment (a whole file each) or age does."""
         self.collector = collector if collector is not None else default_collector()
         self.emitter = SegmentEmitter(options)
         self._clock = clock
@@ -148,6 +163,7 @@ class Emission:
         self._busy = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._since_fork: _SinceFork | None = None
         self._baseline: dict[Sensor, Any] = {}
         self._at_fork: dict[Sensor, Any] = {}
         self._stopped = False
@@ -191,16 +207,24 @@ class Emission:
         return self._emit(final=False)
 
     def _emit(self, *, final: bool) -> bool:
-        """One emission; with ``finish_each`` (or ``final``) its segment is finished after it.
+        """One emission, and its segment finished if it is the segment's last.
 
-        The segment is finished even when a sensor or bridge failed: the lines the others wrote
-        are whole, and a reader should have them now rather than after the next interval.
+        That is: with ``finish_each``, ``final``, or when the next emission (an ``interval``
+        on) would find the segment past ``flush_interval``.  Finishing it now rather than at
+        the next emission means every series is written again ``flush_interval`` after the
+        segment began (not an interval later), and readers of finished segments get it an
+        interval sooner.  The segment is finished even when a sensor or bridge failed: the
+        lines the others wrote are whole.
         """
         with self._busy:
             for poll in self._polls:
                 with contextlib.suppress(Exception):
                     poll()
-            target = _SinceFork(self.emitter, self._baseline) if self._baseline else self.emitter
+            target: Any = self.emitter
+            if self._baseline:
+                if self._since_fork is None:
+                    self._since_fork = _SinceFork(self.emitter, self._baseline)
+                target = self._since_fork
             now_ms = self._clock()
             ok = True
             for bridge in self._bridges:
@@ -215,13 +239,19 @@ class Emission:
                 self._failed(e)
                 ok = False
             # (final: the end-of-source marker is written here, before the segment is finished)
-            if final or self.finish_each:
+            if final or self.finish_each or self._segment_due(now_ms):
                 try:
                     self.emitter.end(now_ms) if final else self.emitter.close()
                 except Exception as e:
                     self._failed(e)
                     ok = False
             return ok
+
+    def _segment_due(self, now_ms: int) -> bool:
+        try:
+            return self.emitter.due(now_ms + int(self.interval * 1000))
+        except Exception:  # never: but a question must not fail an emission
+            return False
 
     def _failed(self, error: Exception) -> None:
         kind = _kind_of(error)
@@ -284,6 +314,7 @@ class Emission:
         self._busy = threading.Lock()
         self._stop = threading.Event()
         self._baseline, self._at_fork = self._at_fork, {}
+        self._since_fork = None
         self._logged = {}
         self.emitter.after_fork()
         self._thread = None  # the parent's thread does not exist here
@@ -307,7 +338,7 @@ def emit_every(
     system: bool = True,
     bridges: Sequence[Bridge] = (),
     clock: Callable[[], int] = _clock.now_ms,
-    finish_each: bool = True,
+    finish_each: bool = False,
 ) -> Emission:
     """Emit ``collector`` (the default one) to segment files every ``interval`` seconds.
 
@@ -316,10 +347,12 @@ def emit_every(
     runtime sensors are registered and refreshed before each emission.  For many processes
     sharing a spool, pass ``options=Options.per_process(spool_dir, job)``.
 
-    Each emission finishes its segment, so ``biometrics serve`` shows it within one poll: a
-    count is on the page within ``interval`` (plus ~0.1 s) of the event.  ``finish_each=False``
-    trades that for fewer files: the segment then rotates by ``Options.flush_interval``, and a
-    count can wait that much longer.  A SIGKILL loses at most one interval of increments.
+    ``biometrics serve`` reads each emission from the open segment, so a count is on its page
+    within ``interval`` (plus ~0.1 s) of the event.  A segment holds the emissions of up to
+    ``Options.flush_interval`` (60 s), each writing only the series that changed; with
+    ``finish_each=True`` every emission is a finished segment of its own, with every series
+    and its metadata (more files, more lines).  A SIGKILL loses at most one interval of
+    increments.
     """
     return Emission(
         interval,

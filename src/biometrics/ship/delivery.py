@@ -5,38 +5,30 @@ Each answer gets a :class:`Verdict`.  A 2xx acknowledges; a 4xx (and a 5xx retri
 429 and no answer at all are retried without limit, with jittered exponential backoff (or the
 server's ``Retry-After``); 401/403/404/405/407 and redirects *block*: they are about the URL or
 the credentials, not the data, so nothing is quarantined and one try is made every
-``blocked_backoff`` until someone fixes them.  One request is in flight at a time so each
-series' samples arrive in time order.  Time is read through a :class:`Clock`, so the backoff
+``blocked_backoff`` until someone fixes them.  Several shards send at once (each keeps its
+series in order); a :class:`Gate` shared by them is the backpressure: a failure or a slow
+answer halves how many may be in flight and makes them all wait out the backoff, each quick
+acknowledgement lets one more in again.  Time is read through a :class:`Clock`, so the backoff
 and deadline arithmetic can be tested without sleeping.
 """
 
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from .._daemon.logfmt import log
-from .._labels import LabelPairs
 from .metrics import ShipMetrics
 from .options import ShipOptions
-from .remote_write import Answer, Encoder, RemoteWriteClient, group
+from .remote_write import Answer, RemoteWriteClient
 
-__all__ = [
-    "Batch",
-    "Clock",
-    "Delivery",
-    "Part",
-    "Sender",
-    "Verdict",
-    "blocked_fix",
-]
+__all__ = ["Clock", "Delivery", "Gate", "Sender", "Verdict", "blocked_fix"]
 
 _UNAVAILABLE = frozenset({502, 503, 504})
 # About the URL or the credentials, not the data: quarantining would empty the spool, and
@@ -55,13 +47,6 @@ _ENDPOINT = {
 _REDIRECT_FIX = "the URL redirects (not followed for a POST): put the final URL in the options"
 _LOG_EVERY = 10
 """Retries logged at WARNING: the first and every tenth; the others at DEBUG."""
-
-Part = list[tuple[LabelPairs, int, float]]
-"""One segment's samples in a request: ``(labels, ms, value)``.  Tuples, not records: the read
-loop appends one per sample shipped, and it is the shipper's measured hot loop."""
-
-K = TypeVar("K")
-
 
 def blocked_fix(status: int) -> str:
     """What the operator must fix when the remote answers ``status`` (401, 404, a 3xx...)."""
@@ -128,24 +113,69 @@ class Sender(Protocol):
         """Release the connections."""
 
 
-class Batch(Generic[K]):
-    """The request being built: each segment's samples, in the order they were read."""
+class Gate:
+    """How many shards may have a request out now, and until when they all wait.
 
-    __slots__ = ("count", "parts")
+    Additive increase, multiplicative decrease: it starts at one request in flight (a remote
+    that refuses everything gets one try, not one per shard), grows by one per quick
+    acknowledgement up to ``limit``, and halves after a failure or an acknowledgement slower
+    than ``slow`` seconds (the receiver is saturating).  A failure's backoff (or its
+    ``Retry-After``) pauses every shard, not only the one that got it.  Waits are on the
+    clock and the stop event: nothing spins.
+    """
 
-    def __init__(self) -> None:
-        self.parts: dict[K, Part] = {}
-        self.count = 0
-        """Samples in ``parts``; the read loop keeps it, as it appends."""
+    def __init__(self, limit: int, clock: Clock, slow: float) -> None:
+        self.limit = limit
+        self.allowed = 1
+        self._clock = clock
+        self._slow = slow
+        self._active = 0
+        self._until = 0.0
+        self._cv = threading.Condition()
 
-    def take(self) -> dict[K, Part]:
-        """Every part, leaving the batch empty for the next request."""
-        parts, self.parts, self.count = self.parts, {}, 0
-        return parts
+    def enter(self, stop: threading.Event, time_left: Callable[[], float | None]) -> None:
+        """Wait for the pause to end and a free place; raises :class:`_StoppedError` instead."""
+        clock = self._clock
+        while True:
+            with self._cv:
+                pause = self._until - clock.monotonic()
+                if pause <= 0:
+                    if self._active < self.allowed:
+                        self._active += 1
+                        return
+                    self._cv.wait(0.1)  # woken by leave(); the timeout only sees stop
+                    if stop.is_set():
+                        raise _StoppedError
+                    left = time_left()
+                    if left is not None and left <= 0.001:
+                        raise _StoppedError
+                    continue
+            left = time_left()
+            if left is not None and left < pause:
+                clock.wait(stop, left)
+                raise _StoppedError
+            if clock.wait(stop, pause):
+                raise _StoppedError
+
+    def leave(self, ok: bool, seconds: float, pause: float) -> None:
+        """A request is answered: ``ok`` and how long it took, and the pause it asks for."""
+        with self._cv:
+            self._active -= 1
+            if ok and seconds < self._slow:
+                self.allowed = min(self.limit, self.allowed + 1)
+            else:
+                self.allowed = max(1, self.allowed // 2)
+            if pause > 0:
+                self._until = max(self._until, self._clock.monotonic() + pause)
+            self._cv.notify_all()
 
 
 class Delivery:
-    """Sends request bodies to one remote; keeps the blocked state and the last failure."""
+    """Sends request bodies to one remote; keeps the blocked state and the last failure.
+
+    Thread-safe: each shard sends through its own connection (:meth:`client`) and the
+    :class:`Gate` they share.
+    """
 
     def __init__(
         self,
@@ -157,9 +187,13 @@ class Delivery:
         self._options = options
         self._metrics = metrics
         self._clock = clock or Clock()
+        self._given = client
         # The real client checks the secret files first.
-        self._client = client if client is not None else RemoteWriteClient(options.remote)
-        self._encoder = Encoder()
+        self._clients: list[Sender] = [
+            client if client is not None else RemoteWriteClient(options.remote)
+        ]
+        self.gate = Gate(options.concurrency, self._clock, options.remote.timeout / 2)
+        metrics.concurrency.set(self.gate.allowed)
         self.deadline: float | None = None
         """A ``clock.monotonic()`` value by which every wait and request must end, or None."""
         self.blocked: int | None = None
@@ -167,32 +201,43 @@ class Delivery:
         self.last_failure: str | None = None
         """The last answer that was not an acknowledgement, for messages; None after one."""
 
+    def client(self, shard: int) -> Sender:
+        """Shard ``shard``'s connection, made at first use (or the one given, for tests)."""
+        while len(self._clients) <= shard:
+            self._clients.append(self._given or RemoteWriteClient(self._options.remote))
+        return self._clients[shard]
+
     def close(self) -> None:
         """Close the connections."""
-        self._client.close()
+        for client in self._clients:
+            client.close()
+        del self._clients[1:]
 
-    def send(self, parts: Collection[Part], stop: threading.Event) -> Answer | None:
-        """Send ``parts`` as one request until acknowledged (None) or rejected (the answer).
+    def send(
+        self, body: bytes, samples: int, stop: threading.Event, client: Sender | None = None
+    ) -> Answer | None:
+        """Send ``body`` (``samples`` samples) until acknowledged (None) or rejected (the answer).
 
         Raises :class:`_StoppedError` when ``stop`` is set or the deadline comes first.
         """
-        opts, metrics, clock = self._options, self._metrics, self._clock
-        samples = sum(len(part) for part in parts)
-        series, dropped = group(itertools.chain.from_iterable(parts))
-        body = self._encoder.encode(series)
-        metrics.duplicates.count(dropped)
+        opts, metrics, clock, gate = self._options, self._metrics, self._clock, self.gate
+        sender = client or self._clients[0]
         attempt = counted = 0
-        while True:  # bounded by stop and the deadline; every failed try waits first
+        while True:  # bounded by stop and the deadline; every failed try pauses the gate
+            gate.enter(stop, self._time_left)
             started = clock.monotonic()
-            answer = self._client.send(body, timeout=self._time_left())
+            answer = sender.send(body, timeout=self._time_left())
+            seconds = clock.monotonic() - started
             metrics.requests.click()
-            metrics.request_seconds.observe(clock.monotonic() - started)
+            metrics.request_seconds.observe(seconds)
             verdict = Verdict.of(answer, counted, opts.max_retries)
-            if verdict is Verdict.OK:
+            if verdict is Verdict.OK or verdict is Verdict.REJECT:
+                gate.leave(verdict is Verdict.OK, seconds, 0.0)
+                metrics.concurrency.set(gate.allowed)
+                if verdict is Verdict.REJECT:
+                    return answer
                 self._acknowledged(samples, len(body), attempt)
                 return None
-            if verdict is Verdict.REJECT:
-                return answer
             status = "no answer" if answer.status is None else f"HTTP {answer.status}"
             self.last_failure = f"{status}: {answer.message[:200] or '(no message)'}"
             counted += verdict is Verdict.COUNT
@@ -205,15 +250,11 @@ class Delivery:
                 log(level, "remote write failed; retrying", url=opts.remote.url,
                     status=answer.status or "-", answer=answer.message[:200],
                     attempt=attempt + 1, retry_in=f"{delay:.2f}s", samples=samples)  # fmt: skip
+            gate.leave(False, seconds, delay)
+            metrics.concurrency.set(gate.allowed)
             attempt += 1
             metrics.retries.click()
             metrics.retried.count(samples)
-            left = self._time_left()
-            if left is not None and left < delay:
-                clock.wait(stop, left)
-                raise _StoppedError
-            if clock.wait(stop, delay):
-                raise _StoppedError
 
     def _backoff(self, answer: Answer, attempt: int) -> float:
         """Seconds before retry ``attempt + 1``: doubling and jittered, or the ``Retry-After``."""

@@ -31,4 +31,7 @@ class ShipMetrics(SensorSet):
         self.blocked_status = gauge(
             "blocked_status", "The HTTP status that blocks shipping (401, 403, 404...); 0 if none."
         )
+        self.concurrency = gauge(
+            "concurrency", "Requests the shipper may have in flight now (halved under pressure)."
+        )
         self.request_seconds = self.histogram("request_duration_seconds", "Time per request.")

@@ -32,6 +32,13 @@ class ShipOptions:
     external_labels: Mapping[str, str] = field(default_factory=dict)
     """Added to every series that has no label of that name."""
     max_samples_per_request: int = 2000
+    """Samples per request at most (per shard: each request is one shard's)."""
+    concurrency: int = 4
+    """Shards, each sending its requests in order: requests in flight at most.  A series always
+    goes to one shard (a hash of its labels), so its samples arrive in time order; the shards
+    run side by side, fewer while the receiver answers 429, 5xx or slowly (see
+    :class:`~biometrics.ship.delivery.Gate`).  Changing it between runs is safe: a resumed
+    segment is then sent again from its oldest unacknowledged line."""
     max_retries: int = 10
     """Re-sends of one request answered 500 (or another 5xx but 502/503/504) before giving up."""
     min_backoff: float = 0.1
@@ -51,7 +58,7 @@ class ShipOptions:
             check_label_name(name)
             if not value:
                 raise InvalidValueError(f"external label {name!r} has an empty value")
-        for name in ("max_samples_per_request", "max_open_segments"):
+        for name in ("max_samples_per_request", "max_open_segments", "concurrency"):
             if getattr(self, name) < 1:
                 raise InvalidValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.blocked_backoff > 0:

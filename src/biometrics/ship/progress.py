@@ -31,10 +31,16 @@ class _Acked:
     file: FileId
     line: int
     """Every sample on a line up to this one was acknowledged."""
+    shards: tuple[int, ...] = ()
+    """Per shard, the line up to which that shard's samples were acknowledged (each >= line)."""
 
 
 class Progress:
-    """``{segment name: [dev, ino, acknowledged line]}``, rewritten by rename after each ack.
+    """``{segment name: [dev, ino, acknowledged line, [per shard]]}``, rewritten after acks.
+
+    The per-shard lines (since concurrency) let a restart skip what each shard had
+    acknowledged; a file without them, or with another number of shards, resumes every shard
+    from the common line: more is sent again, nothing is lost.
 
     Not fsynced: it only saves re-sending after a crash of this process; after a power loss the
     worst case is sending acknowledged samples again (at-least-once, as documented).  The file
@@ -61,9 +67,10 @@ class Progress:
             with open(self.path, encoding="utf-8") as f:
                 loaded = json.load(f)
             entries = {
-                name: _Acked(FileId(int(dev), int(ino)), int(line))
-                for name, (dev, ino, line) in loaded["segments"].items()
-            }
+                name: _Acked(FileId(int(dev), int(ino)), int(line),
+                             tuple(int(n) for n in (rest[0] if rest else ())))
+                for name, (dev, ino, line, *rest) in loaded["segments"].items()
+            }  # fmt: skip
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -76,14 +83,18 @@ class Progress:
             if os.path.lexists(os.path.join(spool, name))
         }
 
-    def acked(self, name: str, file: FileId) -> int:
-        """Lines acknowledged of segment ``name`` if it is still the file ``file``."""
+    def acked(self, name: str, file: FileId, shards: int) -> list[int]:
+        """Per shard, lines acknowledged of segment ``name`` if it is still the file ``file``."""
         entry = self._entries.get(name)
-        return entry.line if entry is not None and entry.file == file else 0
+        if entry is None or entry.file != file:
+            return [0] * shards
+        if len(entry.shards) == shards:
+            return [max(entry.line, n) for n in entry.shards]
+        return [entry.line] * shards
 
-    def record(self, name: str, file: FileId, line: int) -> None:
-        """Every sample of ``name`` up to ``line`` was acknowledged (saved by :meth:`save`)."""
-        self._entries[name] = _Acked(file, line)
+    def record(self, name: str, file: FileId, shards: list[int]) -> None:
+        """Each shard's samples of ``name`` up to its line were acknowledged (see :meth:`save`)."""
+        self._entries[name] = _Acked(file, min(shards), tuple(shards))
 
     def forget(self, name: str) -> None:
         """``name`` left the spool: its entry goes at the next save."""
@@ -94,7 +105,7 @@ class Progress:
         """Rewrite the file by rename, so a reader never sees half of it."""
         temp = f"{self.path}.tmp"
         segments = {
-            name: [entry.file.dev, entry.file.ino, entry.line]
+            name: [entry.file.dev, entry.file.ino, entry.line, list(entry.shards)]
             for name, entry in self._entries.items()
         }
         with open(temp, "w", encoding="utf-8") as f:

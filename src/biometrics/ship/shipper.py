@@ -1,15 +1,18 @@
 """The shipper: every timestamped sample of a spool's segments, to a remote-write receiver.
 
-Segments are claimed oldest first and streamed line by line into requests of at most
-``max_samples_per_request`` samples; one request is in flight at a time, so each series' samples
-arrive in time order.  A segment leaves the spool only when every request that carried its
-samples was acknowledged with a 2xx (at-least-once).  The lines acknowledged so far are recorded
-in a small progress file after every acknowledgement, so a shipper killed half-way through a
-large segment resumes after its last acknowledged line instead of sending it all again.
+Segments are claimed oldest first and read line by line into ``concurrency`` shards (a series
+always into the same one, by a hash of its labels); a shard full at ``max_samples_per_request``
+samples becomes a request, and each shard's requests are sent in order by its own thread
+(:mod:`.shards`), so each series' samples arrive in time order while the shards run side by
+side.  A segment leaves the spool only when every request that carried its samples, in every
+shard, was acknowledged with a 2xx (at-least-once).  The lines each shard got acknowledged are
+recorded in a small progress file after every acknowledgement, so a shipper killed half-way
+through a large segment resumes each shard after its last acknowledged line instead of sending
+it all again.
 
-This module is the claim / read / settle loop; :mod:`.delivery` sends the requests and decides
-what each answer means, and the spool handling is the one both daemons share
-(:class:`~biometrics._daemon.consumer.SpoolConsumer`).
+This module is the claim / read / settle loop; :mod:`.reader` turns lines into encoded samples,
+:mod:`.delivery` sends the requests and decides what each answer means, and the spool handling
+is the one both daemons share (:class:`~biometrics._daemon.consumer.SpoolConsumer`).
 """
 
 from __future__ import annotations
@@ -17,44 +20,54 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._daemon.consumer import Claimed, Disposal, SpoolConsumer, Words
 from .._daemon.logfmt import log
 from .._daemon.preflight import check_places
 from .._daemon.safe_open import lock_state
-from .._labels import LabelPairs
 from ..errors import SegmentError
-from ..prometheus.kinds import SeriesNames
-from ..prometheus.parser import Metadata, Parse, Sample
-from .delivery import Batch, Clock, Delivery, Part, _StoppedError
+from ..prometheus.parser import Parse
+from .delivery import Clock, Delivery, _StoppedError
 from .metrics import ShipMetrics
 from .options import ShipOptions
 from .progress import FileId, Progress
-from .remote_write import Answer
+from .reader import Reader, Target
+from .shards import Request, Shards
+from .wire import SeriesParts
 
 __all__ = ["Shipper"]
 
-_LABEL_CACHE = 100_000
 _WORDS = Words(done="shipped", if_kept="it will be sent again")
 
 
 @dataclass(eq=False, slots=True)
 class _Segment:
-    """A claimed segment and how far its samples got; hashed by identity (a batch's key)."""
+    """A claimed segment and how far its samples got; hashed by identity (a request's key)."""
 
     claimed: Claimed
     file: FileId
-    parse: Parse
-    """Lazy: nothing is read before :meth:`Shipper._read` iterates it."""
-    acked: int = 0
-    """Every sample on a line up to this one was acknowledged."""
-    last: int = 0
-    """Line of the newest sample in the request being built."""
+    sink: Parse
+    """Collects the segment's problems as the parser reports them (it is never iterated)."""
+    floors: list[int]
+    """Per shard: every sample of that shard on a line up to this one was acknowledged."""
+    sent: list[int] = field(default_factory=list)
+    """Per shard: the last line read into a request handed to that shard."""
+    read: int = 0
+    """Lines read so far."""
+    waiting: int = 0
+    """Requests handed over with samples of it and not answered yet."""
     complete: bool = False
-    """Read to its end: it can be let go once nothing of it waits in the batch."""
+    """Read to its end: it can be let go once nothing of it waits to be sent or answered."""
     rejected: str | None = None
     """Why the remote refused its samples for good; it then goes to quarantine."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The request being built for one shard: each segment's series, in the order read."""
+
+    parts: dict[_Segment, SeriesParts] = field(default_factory=dict)
 
 
 class Shipper:

@@ -1,0 +1,224 @@
+"""The known-lines fold: the same store, page and problems as the general path, cheaper.
+
+The property is the contract: whatever parts of segments arrive, from whichever sources, fed
+through ``Store.ingest_bytes`` (known lines folded directly, the rest by the general path) or
+through the general path alone, the page, the store's figures and every problem reported (file
+and line) are the same.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from biometrics.exporter import Store
+from biometrics.exporter.known import KnownLines, SourceLines, text_lines
+from biometrics.prometheus import Parse
+
+LAYOUT = ("0.1", "1")
+
+
+def histogram_group(ts: int, counts: tuple[int, int, int], total: str = "1.5") -> list[str]:
+    """One whole ``h`` reading, as our writer lays it out."""
+    a, b, n = counts
+    return [f'h_bucket{{le="0.1"}} {a} {ts}', f'h_bucket{{le="1"}} {b} {ts}',
+            f'h_bucket{{le="+Inf"}} {n} {ts}', f"h_sum {total} {ts}", f"h_count {n} {ts}"]  # fmt: skip
+
+
+def emission(ts: int, c: str = "1", g: str = "2.5", counts: tuple[int, int, int] = (1, 2, 3)) -> str:
+    lines = [f'c_total{{a="x"}} {c} {ts}', f"g {g} {ts}", *histogram_group(ts, counts),
+             f"# EMITTED {ts}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+HEADER = (
+    "# HELP c_total Requests.\n# TYPE c_total counter\n# TYPE g gauge\n"
+    "# HELP h Latency.\n# TYPE h histogram\n"
+)
+
+
+def problems(parsed: Parse) -> list[tuple[int, str]]:
+    return [(p.line, p.message) for p in parsed.problems]
+
+
+def both(parts: list[tuple[str, str]]) -> tuple[Store, Store, list[object], list[object]]:
+    """Feed ``(source, text)`` parts to a general-path store and to ``ingest_bytes``."""
+    general, known = Store(), Store()
+    said_general: list[object] = []
+    said_known: list[object] = []
+    for i, (source, text) in enumerate(parts):
+        path = f"{source}.{i}.prom"
+        parsed = Parse([text.encode()], path=path)
+        general.ingest_segment(source, parsed, 1)
+        said_general.append(problems(parsed))
+        said_known.append(problems(known.ingest_bytes(source, text.encode(), 1, path=path)))
+    return general, known, said_general, said_known
+
+
+def test_known_lines_fold_the_same_page_as_the_general_path() -> None:
+    """Six emissions of two sources: after each source's first part, lines fold directly."""
+    parts = []
+    for k in range(6):
+        for source in ("a", "b"):
+            ts = 1000 * (k + 1) + (source == "b")
+            parts.append((source, HEADER + emission(ts, str(k + 1), str(k), (k, 2 * k, 3 * k))))
+    general, known, said_general, said_known = both(parts)
+    assert said_known == said_general == [[]] * 12
+    assert known.render(timestamps=True) == general.render(timestamps=True)
+    assert 'c_total{a="x"} 12' in known.render() and "h_count 30" in known.render()
+    assert known._known.slots == 2 * 7  # every series text of both sources is known
+
+
+def test_a_poisoned_known_line_is_reported_at_its_line_and_loses_nothing_else() -> None:
+    """A negative counter in a part of known lines: the general path reports it, the rest folds."""
+    parts = [("a", HEADER + emission(1000)), ("a", emission(2000, c="-1", g="7"))]
+    general, known, said_general, said_known = both(parts)
+    assert said_known == said_general
+    assert said_known[1] == [(1, "counter c_total value -1.0 is not a finite number >= 0; "
+                                 "reading dropped")]  # fmt: skip
+    assert "g 7.0" in known.render()
+    assert known.render() == general.render()
+
+
+@pytest.mark.parametrize(
+    ("group", "said"),
+    [
+        ((2, 1, 3), "bucket le=1.0 count 1.0 is below a lower bucket's"),
+        ((1, 2, 2), "has le=\"+Inf\" 2.0 but _count 3.0"),  # +Inf 2, _count 3
+        ((1, 2, 3.5), "histogram h count 3.5 is not a whole number"),
+        ((-1, 2, 3), "bucket le=0.1 count -1.0 is not a whole number"),
+        ((1, 2, 2**54), "is not a whole number in [2, 2**53]"),
+        ((0.5, 2, 3), "bucket le=0.1 count 0.5 is not a whole number"),
+    ],
+)
+def test_a_bad_known_histogram_is_reported_as_the_general_path_reports_it(
+    group: tuple[float, float, float], said: str
+) -> None:
+    """Every check of a whole histogram reading holds for known lines too."""
+    a, b, n = group
+    lines = histogram_group(2000, (0, 0, 0))
+    lines[0] = f'h_bucket{{le="0.1"}} {a} 2000'
+    lines[1] = f'h_bucket{{le="1"}} {b} 2000'
+    lines[2] = f'h_bucket{{le="+Inf"}} {n if group != (1, 2, 2) else 2} 2000'
+    lines[4] = f"h_count {n if group != (1, 2, 2) else 3} 2000"
+    parts = [("a", HEADER + emission(1000)), ("a", "\n".join(lines) + "\n")]
+    general, known, said_general, said_known = both(parts)
+    assert said_known == said_general
+    assert len(said_known[1]) == 1 and said in str(said_known[1][0][1])
+    assert known.render() == general.render() and "h_count 3" in known.render()
+
+
+@pytest.mark.parametrize("total", ["+Inf", "NaN"])
+def test_a_known_histogram_with_a_sum_not_finite_is_reported(total: str) -> None:
+    parts = [("a", HEADER + emission(1000)),
+             ("a", "\n".join(histogram_group(2000, (1, 2, 4), total)) + "\n")]  # fmt: skip
+    general, known, said_general, said_known = both(parts)
+    assert said_known == said_general and "_sum" in str(said_known[1][0][1])
+    assert known.render() == general.render()
+
+
+def test_a_histogram_group_out_of_order_or_torn_takes_the_general_path() -> None:
+    """Buckets in another order read the same; a group cut short is dropped and reported."""
+    lines = histogram_group(2000, (1, 2, 3))
+    swapped = "\n".join([lines[1], lines[0], *lines[2:]]) + "\n"
+    torn = "\n".join(histogram_group(3000, (2, 3, 4))[:3]) + "\n"
+    parts = [("a", HEADER + emission(1000)), ("a", swapped), ("a", torn)]
+    general, known, said_general, said_known = both(parts)
+    assert said_known == said_general
+    assert said_known[2] and "cut short" in str(said_known[2][0][1])
+    assert known.render() == general.render()
+    assert "h_count 3" in known.render()
+
+
+def test_a_reading_not_newer_is_a_no_op_on_both_paths() -> None:
+    """A part folded twice (a restart re-reading its spool) changes nothing."""
+    part = ("a", HEADER + emission(1000, c="5"))
+    general, known, _, _ = both([part, part, ("a", emission(2000, c="6")), part])
+    assert known.render() == general.render()
+    assert 'c_total{a="x"} 6' in known.render()
+
+
+def test_forgetting_a_source_forgets_its_known_lines() -> None:
+    """A forgotten source's next part is a new source's: the general path books it again."""
+    store = Store()
+    store.ingest_bytes("a", (HEADER + emission(1000)).encode(), 1, path="a.1.prom")
+    store.ingest_bytes("a", emission(2000, c="2").encode(), 1, path="a.2.prom")
+    assert store._known.slots == 7
+    assert store.forget_stale(10_000, 1000) == ["a"]
+    assert store._known.slots == 0
+    store.ingest_bytes("a", (HEADER + emission(20_000, c="3")).encode(), 1, path="a.3.prom")
+    assert store.source_count() == 1 and store._known.slots == 0  # booked by the general path
+    assert 'c_total{a="x"} 3\n' in store.render()  # the series left with its only source
+
+
+def test_lines_that_keep_changing_are_left_to_the_general_path() -> None:
+    """Every part brings new series: after three failed folds the source is skipped a while."""
+    table = KnownLines(100)
+    known = table.of("a", 0, tombstoned=False)
+    assert isinstance(known, SourceLines)
+    store = Store()
+    for k in range(6):
+        text = HEADER + f'c_total{{id="{k}"}} 1 {1000 + k}\n'
+        store.ingest_bytes("a", text.encode(), 1, path=f"a.{k}.prom")
+    # tried and missed: parts 1-3, then 5 (4 was skipped once), then 6 is skipped twice over
+    assert store._known._sources["a"].misses == 4
+    assert store._known._sources["a"].skip == 1
+    assert store.series_count() == 6
+
+
+def test_text_lines_refuses_torn_or_undecodable_parts() -> None:
+    assert text_lines(b"a 1 2\nb 2 3\n") == ["a 1 2", "b 2 3"]
+    assert text_lines(b"") == []
+    assert text_lines(b"a 1 2\nb 2") is None
+    assert text_lines(b"a \xff 2\n") is None
+
+
+GOOD = ["0", "1", "2", "2.5", "3", "7"]
+VALUES = st.sampled_from(GOOD * 4 + ["-1", "NaN", "+Inf", "1e308", "1_0", "x", "-0"])
+
+
+@st.composite
+def parts(draw: st.DrawFn) -> list[tuple[str, str]]:
+    """Parts of segments from two sources: mostly well-formed emissions, some broken."""
+    out = []
+    clock = {"a": 1000, "b": 1000}
+    for _ in range(draw(st.integers(1, 6))):
+        source = draw(st.sampled_from(["a", "b"]))
+        lines: list[str] = []
+        if draw(st.booleans()):
+            lines.extend(HEADER.splitlines())
+        for _ in range(draw(st.integers(1, 3))):
+            clock[source] += draw(st.sampled_from([1000, 1000, 0, -500]))
+            ts = clock[source]
+            c, g = draw(VALUES), draw(VALUES)
+            a = draw(st.integers(0, 3))
+            b = a + draw(st.integers(-1, 6))
+            n = b + draw(st.integers(-1, 6))
+            group = histogram_group(ts, (a, b, n), draw(VALUES))
+            cut = draw(st.integers(0, 20))
+            if cut < len(group):
+                del group[cut]
+            lines += [f'c_total{{a="x"}} {c} {ts}', f"g {g} {ts}", *group]
+            extra = draw(st.sampled_from(["", "", "# END", "# MERGE g max", "# TYPE g counter",
+                                          f'c_total{{a="y"}} 1 {ts}', "garbage"]))  # fmt: skip
+            if extra:
+                lines.append(extra)
+            lines.append(f"# EMITTED {ts}")
+        out.append((source, "\n".join(lines) + "\n"))
+    return out
+
+
+@settings(max_examples=150, deadline=2_000)
+@given(parts())
+def test_property_known_lines_fold_exactly_as_the_general_path(
+    fed: list[tuple[str, str]],
+) -> None:
+    general, known, said_general, said_known = both(fed)
+    event("some lines folded as known" if known._known.slots else "general path only")
+    assert said_known == said_general
+    assert known.render(timestamps=True) == general.render(timestamps=True)
+    assert known.health() == general.health()
+    assert not math.isnan(known.newest_ts) and known.newest_ts == general.newest_ts
