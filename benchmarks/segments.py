@@ -46,7 +46,9 @@ def _emission(repeats: int, spool: str) -> None:
         for x in values:
             theirs.observe(x)
             ours.observe(x)
-    emitter = SegmentEmitter(Options(prefix=os.path.join(spool, "bench."), flush_interval=3600.0))
+    emitter = SegmentEmitter(
+        Options(prefix=os.path.join(spool, "bench."), flush_interval=3600.0, changes_only=False)
+    )  # full rendering, every emission
     now = [1_000]
 
     def ours_emit() -> None:
