@@ -69,7 +69,7 @@ def test_known_lines_fold_the_same_page_as_the_general_path() -> None:
     assert said_known == said_general == [[]] * 12
     assert known.render(timestamps=True) == general.render(timestamps=True)
     assert 'c_total{a="x"} 12' in known.render() and "h_count 30" in known.render()
-    assert known._known.slots == 2 * 7  # every series text of both sources is known
+    assert known._known.slots == 2 * 3  # per source: the counter, the gauge, the histogram
 
 
 def test_a_poisoned_known_line_is_reported_at_its_line_and_loses_nothing_else() -> None:
@@ -146,7 +146,7 @@ def test_forgetting_a_source_forgets_its_known_lines() -> None:
     store = Store()
     store.ingest_bytes("a", (HEADER + emission(1000)).encode(), 1, path="a.1.prom")
     store.ingest_bytes("a", emission(2000, c="2").encode(), 1, path="a.2.prom")
-    assert store._known.slots == 7
+    assert store._known.slots == 3
     assert store.forget_stale(10_000, 1000) == ["a"]
     assert store._known.slots == 0
     store.ingest_bytes("a", (HEADER + emission(20_000, c="3")).encode(), 1, path="a.3.prom")
@@ -222,3 +222,22 @@ def test_property_known_lines_fold_exactly_as_the_general_path(
     assert known.render(timestamps=True) == general.render(timestamps=True)
     assert known.health() == general.health()
     assert not math.isnan(known.newest_ts) and known.newest_ts == general.newest_ts
+
+
+def test_a_part_read_on_from_the_middle_keeps_its_segments_types() -> None:
+    """A later part of a segment has no TYPE lines: the ones its earlier parts declared hold.
+
+    Here the histogram's first reading was refused (the source's series bound), so the store
+    does not know ``h``; without the segment's types its lines would read as gauges.
+    """
+    store = Store(max_series_per_source=2)
+    types: dict[str, str] = {}
+    first = store.ingest_bytes("a", (HEADER + emission(1000)).encode(), 1, path="a.prom",
+                               types=types)  # fmt: skip
+    assert types == {"c_total": "counter", "g": "gauge", "h": "histogram"}
+    assert not first.malformed and store.source_series("a") == 2
+    rest = store.ingest_bytes("a", emission(2000, c="2").encode(), 1, path="a.prom",
+                              first_line=12, types=types)  # fmt: skip
+    assert not rest.problems
+    assert "h_bucket" not in store.render() and 'c_total{a="x"} 2' in store.render()
+    assert store.dropped["max_series_per_source"] == 2

@@ -12,8 +12,7 @@ import pytest
 from biometrics import Collector, Counter, Histogram
 from biometrics.exporter import Exporter, ExporterOptions
 from biometrics.exporter.tail import whole_end
-from biometrics.prometheus import Options, Reader, SegmentEmitter
-from biometrics.prometheus import _locks
+from biometrics.prometheus import Options, Reader, SegmentEmitter, _locks
 
 from ..helpers import page_value, read_samples, series_value
 
@@ -196,7 +195,7 @@ def test_the_real_emitter_is_visible_emission_by_emission(
             assert page_value(page, "idle_total") == 1
             assert e.path is not None and os.path.exists(e.path)
             assert Reader.try_open(e.path) is None  # still its writer's
-        path = e.path
+            path = e.path
     exporter.ingest_pass(now_ms=6000)
     archived = Path(options.archive) / os.path.basename(path)
     assert archived.exists() and not os.path.exists(path)
@@ -213,7 +212,9 @@ def test_problems_found_while_tailing_are_counted_once_and_quarantine_the_segmen
     file; the finished segment is quarantined with it in the sidecar, though its rest is clean."""
     spool = Path(options.spool)
     path = spool / "w.1000.prom"
-    writer = Writer(path).write(b"# TYPE c_total counter\nc_total 3 1000\nthis is not a sample\n# EMITTED 1000\n")
+    writer = Writer(path).write(
+        b"# TYPE c_total counter\nc_total 3 1000\nthis is not a sample\n# EMITTED 1000\n"
+    )
     exporter = opened(options)
     exporter.ingest_pass(now_ms=1500)
     writer.write(b"c_total 4 2000\nnor is this one\n# EMITTED 2000\n")
@@ -239,24 +240,28 @@ def test_problems_found_while_tailing_are_counted_once_and_quarantine_the_segmen
     exporter.close()
 
 
-@pytest.mark.parametrize("how", ["truncated", "replaced"])
+@pytest.mark.parametrize("how", ["truncated", "rewritten", "replaced"])
 def test_a_file_cut_short_or_replaced_is_read_again_from_its_start(
     options: ExporterOptions, events: list[logging.LogRecord], how: str
 ) -> None:
-    """Shorter than what was taken, or another inode: read from 0 (old readings a no-op), said
-    once however often it happens."""
+    """Shorter than what was taken, rewritten in place (longer, or as long), or another file
+    (maybe on the freed inode number): read from 0 (old readings a no-op), said once however
+    often it happens."""
     spool = Path(options.spool)
     path = spool / "w.1000.prom"
     writer = Writer(path).write(FIRST)
     exporter = opened(options)
     exporter.ingest_pass(now_ms=1500)
-    for n, stamp in enumerate((2000, 2100)):
+    for n, stamp in enumerate((2000, 2100, 2200)):
         text = b"c_total %d %d\n# EMITTED %d\n" % (10 + n, stamp, stamp)
-        if how == "truncated":  # shorter, then longer than what was taken (but not the same)
+        if how == "truncated":  # shorter, then longer than what was taken
             writer.rewrite(text + b"# HELP c_total Counts.\n" * 2 * n)
+        elif how == "rewritten":  # shorter, then just as long: only the bytes and mtime change
+            writer.rewrite(text)
+            os.utime(path, ns=(n * 10**9, n * 10**9))
         else:
             path.unlink()
-            writer.finish()  # the old file, already unlinked
+            writer.finish()  # the old file goes: its inode number may come back
             writer = Writer(path).write(b"# HELP c_total Counts.\n" * (20 + n) + text)
         exporter.ingest_pass(now_ms=stamp + 50)
         assert page_value(exporter.page(), "c_total") == 10 + n
@@ -264,7 +269,7 @@ def test_a_file_cut_short_or_replaced_is_read_again_from_its_start(
     assert len(said) == 1 and said[0].levelno == logging.WARNING
     writer.finish()
     exporter.ingest_pass(now_ms=3000)
-    assert page_value(exporter.page(), "c_total") == 11
+    assert page_value(exporter.page(), "c_total") == 12
     assert not path.exists()
     exporter.close()
 

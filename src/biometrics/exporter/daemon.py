@@ -162,7 +162,7 @@ class Exporter:
         failed: StateError | None = None  # the journal's fault: the pass stops, nothing skipped
         try:
             candidates = self.consumer.candidates()
-            self.tailer.prune(frozenset(candidates))
+            self.tailer.prune(candidates)
             for path in candidates:
                 if (
                     files >= opts.batch_files
@@ -229,10 +229,15 @@ class Exporter:
         size = st.st_size
         self.durable.append(claimed.name, reader, size)  # all or nothing; StateError: journal's
         read = self.tailer.finish(claimed.path, reader.fileno(), st)
-        reader.seek(read.offset)
-        # claimed: its writer is done, it cannot grow
-        parsed = Parse(reader, path=reader.path, first_line=read.line)
-        self._fold(claimed.source, claimed.default_ms, parsed)
+        reader.seek(read.offset)  # claimed: its writer is done, it cannot grow
+        if size - read.offset <= self.options.batch_bytes:  # in memory: known lines fold fast
+            parsed = self.store.ingest_bytes(claimed.source, reader.read(), claimed.default_ms,
+                                             path=reader.path, first_line=read.line,
+                                             types=read.types)  # fmt: skip
+            self.metrics.samples.count(parsed.samples)
+        else:  # streamed, however large a writer made it
+            parsed = Parse(reader, path=reader.path, first_line=read.line)
+            self._fold(claimed.source, claimed.default_ms, parsed, read.types)
         self.metrics.segments.click()
         self.metrics.bytes.count(size)
         problems = parsed.problems
@@ -249,8 +254,10 @@ class Exporter:
             consumed.reason = f"{malformed} malformed line(s); the other lines were ingested"
         return consumed
 
-    def _fold(self, source: str, default_ts: int, parsed: Parse) -> None:
-        self.store.ingest_segment(source, parsed, default_ts)
+    def _fold(
+        self, source: str, default_ts: int, parsed: Parse, types: dict[str, str] | None = None
+    ) -> None:
+        self.store.ingest_segment(source, parsed, default_ts, types=types)
         self.metrics.samples.count(parsed.samples)
 
     def _finish(self, consumed: _Consumed) -> None:

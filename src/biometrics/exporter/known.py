@@ -27,9 +27,10 @@ cache: a cached series is only ever one the source is still booked as feeding.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from itertools import islice
 from sys import intern
 from typing import Any
 
@@ -70,7 +71,7 @@ class SourceLines:
     """One source's known series texts and metadata lines, valid for one store epoch."""
 
     epoch: int
-    slots: dict[str, Slot] = field(default_factory=dict)
+    slots: dict[str, Known] = field(default_factory=dict)
     meta: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     """A metadata line -> ``(HELP or TYPE, name, text)``: a TYPE line still declares, a HELP
     line is taken only while it is the help the store shows (the last one seen wins)."""
@@ -207,6 +208,54 @@ class Folded:
     newest: int
 
 
+def _learn_slot(
+    key: str, line: str, learn: Learn, lines_in: Iterator[str]
+) -> Known | _NewGroup | None:
+    """What a line seen for the first time starts; a histogram's first bucket takes its group.
+
+    A histogram line that is not its reading's first bucket, met outside a group, is left to
+    the general path (None), as is a group whose lines are not the layout's, in order.
+    """
+    slot = learn(key, line)
+    if slot is None or isinstance(slot, Series):
+        return slot
+    series, place = slot
+    if place != 0:
+        return None
+    taken = list(islice(lines_in, len(series.layout) + 2))
+    keys = []
+    for i, part in enumerate(taken, 1):
+        got = part.split(" ")
+        if len(got) != 3 or learn(got[0], part) != (series, i):
+            return None
+        keys.append(intern(got[0]))
+    if len(keys) != len(series.layout) + 2:
+        return None
+    return _NewGroup(Group(series, tuple(keys)), taken)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewGroup:
+    """A group learned from the lines that follow its first bucket (taken from the part)."""
+
+    group: Group
+    lines: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A histogram reading's lines after its first bucket, as its source writes them."""
+
+    series: HistogramSeries
+    keys: tuple[str, ...]
+    """The series texts of the lines that follow the first bucket, in order: the other
+    buckets of the layout, ``+Inf``, ``_sum``, ``_count``."""
+
+
+Known = Series | Group
+"""What a known series text starts: a counter's or gauge's line, or a histogram's group."""
+
+
 def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
     lines: list[str],
     source: str,
@@ -219,18 +268,18 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
 ) -> Folded:
     """Fold ``lines`` (one part of a segment, newline-free, none torn) if every one is known.
 
-    ``types`` collects the part's TYPE declarations, as the general path would.
+    ``types`` collects the part's TYPE declarations, as the general path would.  A histogram's
+    lines are taken as one group, right after its first bucket (one iterator feeds both loops).
     """
     slots, meta = known.slots, known.meta
     inf, max_count, isfinite = math.inf, _MAX_COUNT, math.isfinite
     is_whole = float.is_integer
-    counter, tup = CounterSeries, tuple
+    counter, group_type = CounterSeries, Group
     cur_tt = ""
     t = last_t = newest = 0
     samples = applied = 0
-    group: HistogramSeries | None = None
-    values: list[float] = []
     held: dict[HistogramSeries, HistogramValue] = {}
+    lines_in = iter(lines)
     whole = False
 
     def fold_held() -> bool:
@@ -245,9 +294,11 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
         held.clear()
         return True
 
-    for start in range(0, len(lines), BLOCK):
+    while True:
+        taken = 0
         with lock:
-            for line in lines[start : start + BLOCK]:
+            for line in islice(lines_in, BLOCK):
+                taken += 1
                 if line[:1] == "#":
                     said = meta.get(line)
                     if said is not None:
@@ -266,15 +317,17 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
                     break
                 key, vt, tt = parts
                 slot = slots.get(key)
+                group_lines: Iterator[str] = lines_in
                 if slot is None:
-                    slot = learn(key, line)
-                    if slot is None:
+                    found = _learn_slot(key, line, learn, lines_in)
+                    if found is None:
                         break
-                    slots[intern(key)] = slot  # one string per series text, for all sources
+                    if isinstance(found, _NewGroup):  # its lines were taken to learn it
+                        group_lines = iter(found.lines)
+                        found = found.group
+                    slot = slots[intern(key)] = found  # one string per text, for all sources
                 if tt != cur_tt:
-                    if group is not None or len(tt) > _MAX_TS_DIGITS or not tt.isdigit():
-                        break
-                    if not tt.isascii():
+                    if len(tt) > _MAX_TS_DIGITS or not tt.isdigit() or not tt.isascii():
                         break
                     if held and not fold_held():
                         break
@@ -286,22 +339,23 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
                 if v is None:
                     break
                 samples += 1
-                if type(slot) is tup:
-                    series, i = slot
-                    if i == 0:
-                        if group is not None:
+                if isinstance(slot, group_type):
+                    values = [v]
+                    for expected, part in zip(slot.keys, group_lines, strict=False):
+                        parts = part.split(" ")
+                        if len(parts) != 3 or parts[0] != expected or parts[2] != tt:
                             break
-                        group = series
-                        values = [v]
-                        continue
-                    if series is not group or i != len(values):
-                        break
-                    values.append(v)
+                        vt = parts[1]
+                        v = float(vt) if vt.isdigit() and vt.isascii() else sample_value(vt)
+                        if v is None:
+                            break
+                        values.append(v)
+                    series = slot.series
                     k = len(series.layout)
-                    if i < k + 2:
-                        continue
-                    group = None
-                    cumulative, total, n = values[: k + 1], values[k + 1], v
+                    if len(values) != k + 3:
+                        break
+                    samples += k + 2
+                    cumulative, total, n = values[: k + 1], values[k + 1], values[k + 2]
                     if not (
                         cumulative[0] >= 0.0
                         and cumulative[k] == n
@@ -315,20 +369,16 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
                     # replaces it, as the general path merges a series' lines per time.
                     held[series] = HistogramValue(series.layout, tuple(values[:k]), total, n)
                     continue
-                else:
-                    assert isinstance(slot, Series)
-                    if type(slot) is counter and not 0.0 <= v < inf:
-                        break
-                    if not slot.update(source, v, t):
-                        break
-                    slot.text = None
+                if type(slot) is counter and not 0.0 <= v < inf:
+                    break
+                if not slot.update(source, v, t):
+                    break
+                slot.text = None
                 applied += 1
                 newest = t
             else:
-                continue
-            break
-    else:
-        if group is None:
-            with lock:
+                if taken:
+                    continue
                 whole = fold_held()
+        break
     return Folded(whole, samples, applied, newest)

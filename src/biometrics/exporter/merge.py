@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from itertools import repeat
+from math import isfinite
 from operator import add, sub
 from typing import Any
 
@@ -55,23 +56,35 @@ class CounterSeries(Series):
         self.total = 0.0
 
     def update(self, source: str, value: Any, ts: int) -> bool:
-        c = self._get(source)
-        if c is None:
-            self._set(source, 0.0, value, ts)
-            self.total = value if self.more is None else self.total + value
-        else:
-            base, last, t = c
-            if ts <= t:
+        # The serve hot path (every counter line): _get/_set inlined, no tuple for the inline
+        # source, one for another.
+        more = self.more
+        if self.src == source:
+            if ts <= self.t:
                 return False
+            base, last = self.a, self.b
             restarted = value < last
             if restarted:
-                base += last
-            self._set(source, base, value, ts)
-            if self.more is None:  # one source: its own sum, sharing its float when it can
+                base = self.a = base + last
+            self.b, self.t = value, ts
+            if more is None:  # one source: its own sum, sharing its float when it can
                 self.total = base + value if base else value
             else:
                 self.total += value if restarted else value - last
-        if not math.isfinite(self.total):
+        elif more is not None and (c := more.get(source)) is not None:
+            base, last, t = c
+            if ts <= t:
+                return False
+            if value < last:  # restarted: what it had counted stays in base
+                more[source] = (base + last, value, ts)
+                self.total += value
+            else:
+                more[source] = (base, value, ts)
+                self.total += value - last
+        else:
+            self._set(source, 0.0, value, ts)
+            self.total = value if self.more is None else self.total + value
+        if not isfinite(self.total):
             self._exact()
         self.ts = max(self.ts, ts)
         return True

@@ -14,20 +14,24 @@ whole file, as ever, and folds only what follows (:meth:`Tailer.finish`).
 
 Crash safety needs nothing more.  Tailed bytes are not journaled: the segment file still holds
 them, and the daemon deletes a segment only once all of it is journaled and the journal synced.
-After a restart the open segment is read again from its start; its readings are either in the
-snapshot (a checkpoint taken after tailing holds them) and are no-ops, since per source and
-series only a newer reading counts, or they are not and are taken now.  So a snapshot holding
-part of an open segment is a state the daemon could have reached by reading the same bytes
-after the restart, and journal replay (finished segments only) cannot move a source backwards:
-a finished segment's readings are older than its writer's next segment's, and a pass takes a
-finished segment (older, first in the listing) before tailing the next.
+After a restart the open segment is read again from its start (nothing of it is remembered);
+each of its readings is either in the snapshot (a checkpoint taken after it was tailed) and a
+no-op, since per source and series only a newer reading counts, or not, and taken now.  A
+finished segment is journaled whole, its tailed part included, so replaying the journal over a
+snapshot that already holds that part repeats it as no-ops, exactly as the live daemon did.
+Order is kept too: a checkpoint empties the journal, so everything journaled was folded after
+everything in the snapshot, and a pass takes a writer's finished segment (older, so listed
+first) before it tails the writer's next one, so tailing never puts a source's newer readings
+in the store ahead of older ones still to come.
 
 Bounds, against a writer that keeps its file locked forever, grows it, truncates or replaces it:
-a pass folds at most its remaining batch bytes; nothing past the size seen when the segment was
-opened is read; a segment that did not grow since the last pass costs no read (the claim's
-``fstat`` tells); bytes already searched for a marker are not searched again; a file that
-shrank below what was folded, or is another inode under the same name, is read again from its
-start (a no-op for what was already taken) and said once; records go with their files.
+a pass reads at most its remaining batch bytes, and one part folded is at most a batch;
+nothing past the size seen when the segment was opened is read; a segment that did not change
+since the last pass (size and mtime, from the claim's ``fstat``) costs no read; bytes already
+searched for a marker are not searched again; a file that shrank below what was folded, is
+another inode under the same name, or no longer holds the bytes last folded just before the
+offset, is read again from its start (a no-op for what was already taken), said once; records
+go with their files, so there are never more than the spool has segments.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Collection
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from .._daemon.consumer import Writing
 from .._daemon.logfmt import log
@@ -106,6 +110,8 @@ class _Open:
     """The modification time last seen: a file rewritten without growing changes it."""
     said: set[str] = field(default_factory=set)
     """What was logged about this segment already (each said once)."""
+    types: dict[str, str] = field(default_factory=dict)
+    """The TYPE lines of the folded part: they still declare for the parts that follow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,8 @@ class Rest:
     line: int = 1
     problems: tuple[ParseError, ...] = ()
     malformed: int = 0
+    types: dict[str, str] | None = None
+    """The TYPE lines of the part read while open, for the rest."""
 
 
 class Tailer:
@@ -144,14 +152,14 @@ class Tailer:
     def __len__(self) -> int:
         return len(self._open)
 
-    def prune(self, candidates: Collection[str]) -> None:
-        """Forget the segments no longer listed: gone, consumed, moved away."""
-        if any(path not in candidates for path in self._open):
-            self._open = {p: r for p, r in self._open.items() if p in candidates}
+    def prune(self, candidates: Iterable[str]) -> None:
+        """Forget the segments no longer listed (gone, moved away).
 
-    def forget(self, path: str) -> None:
-        """Forget ``path`` (disposed of)."""
-        self._open.pop(path, None)
+        So records never outnumber the spool's segments, whatever writers do.
+        """
+        if self._open:
+            listed = set(candidates)
+            self._open = {p: r for p, r in self._open.items() if p in listed}
 
     def tail(self, segment: Writing, budget: int) -> Tailed:
         """Fold ``segment``'s whole emissions not yet taken, reading at most ``budget`` bytes.
@@ -173,28 +181,31 @@ class Tailer:
         try:
             if not _still_holds(held.fd, record):
                 record = self._rewind(path, record, st)  # rewritten, or a reused inode number
-            if st.st_size <= record.scanned:
-                return _NOTHING
-            limit = record.offset + self._batch_bytes  # a part is never larger than a batch
-            if record.scanned >= limit:
-                self._say(record, path, "too big", logging.WARNING,
-                          "an emission in an open segment is larger than --batch-bytes; "
-                          "it is read when the segment is finished",
-                          read=record.offset, batch_bytes=self._batch_bytes)  # fmt: skip
-                return _NOTHING
-            start = max(record.offset, record.scanned - _MAX_MARKER_LINE)
-            end = min(st.st_size, limit, start + budget)
-            if end <= record.scanned:
-                return _CUT  # too little of this pass's budget left: the next pass goes on
-            taken = self._take(segment, record, start, end)
+            return self._read_on(segment, record, budget)
         except OSError as e:
             self._say(record, path, "unreadable", logging.WARNING,
                       "cannot read open segment; it is read when finished",
                       error=e.strerror or str(e))  # fmt: skip
             return _NOTHING
-        if end < min(st.st_size, limit):
-            return Tailed(taken.read, taken.folded, cut=True)
-        return taken
+
+    def _read_on(self, segment: Writing, record: _Open, budget: int) -> Tailed:
+        """Fold what follows ``record.offset``, within ``budget`` and a batch; may raise OSError."""
+        size = segment.held.stat.st_size
+        if size <= record.scanned:
+            return _NOTHING
+        limit = record.offset + self._batch_bytes  # a part is never larger than a batch
+        if record.scanned >= limit:
+            self._say(record, segment.path, "too big", logging.WARNING,
+                      "an emission in an open segment is larger than --batch-bytes; "
+                      "it is read when the segment is finished",
+                      read=record.offset, batch_bytes=self._batch_bytes)  # fmt: skip
+            return _NOTHING
+        start = max(record.offset, record.scanned - _MAX_MARKER_LINE)
+        end = min(size, limit, start + budget)
+        if end <= record.scanned:
+            return _CUT  # too little of this pass's budget left: the next pass goes on
+        taken = self._take(segment, record, start, end)
+        return replace(taken, cut=True) if end < min(size, limit) else taken
 
     def _take(self, segment: Writing, record: _Open, start: int, end: int) -> Tailed:
         held = segment.held
@@ -210,7 +221,8 @@ class Tailer:
                 record.scanned = record.offset  # cut short meanwhile: the next pass sees how
                 return Tailed(read=len(data) - cut + len(window))
         parsed = self._store.ingest_bytes(segment.source, data, segment.default_ms,
-                                          path=segment.path, first_line=record.line)  # fmt: skip
+                                          path=segment.path, first_line=record.line,
+                                          types=record.types)  # fmt: skip
         record.offset += len(data)
         record.line += data.count(b"\n")
         record.last = data[-_MAX_MARKER_LINE:]
@@ -235,7 +247,8 @@ class Tailer:
                   "open segment replaced, rewritten or cut short; reading it again from its "
                   "start (readings already taken are not counted twice)",
                   size=st.st_size, read=record.offset)  # fmt: skip
-        fresh = self._open[path] = _Open(st.st_dev, st.st_ino, said=record.said)
+        fresh = _Open(st.st_dev, st.st_ino, mtime_ns=st.st_mtime_ns, said=record.said)
+        self._open[path] = fresh
         return fresh
 
     def finish(self, path: str, fd: int, st: os.stat_result) -> Rest:
@@ -253,7 +266,8 @@ class Tailer:
             or not _still_holds(fd, record)
         ):
             return Rest()
-        return Rest(record.offset, record.line, tuple(record.problems), record.malformed)
+        return Rest(record.offset, record.line, tuple(record.problems), record.malformed,
+                    record.types)  # fmt: skip
 
     def _say(
         self, record: _Open, path: str, what: str, level: int, message: str, **fields: object
