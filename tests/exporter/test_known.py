@@ -55,6 +55,8 @@ def both(parts: list[tuple[str, str]]) -> tuple[Store, Store, list[object], list
         general.ingest_segment(source, parsed, 1)
         said_general.append(problems(parsed))
         said_known.append(problems(known.ingest_bytes(source, text.encode(), 1, path=path)))
+        # after every part: a series whose shown value changed must not keep its old lines
+        assert known.page(timestamps=i % 2 == 0) == general.page(timestamps=i % 2 == 0)
     return general, known, said_general, said_known
 
 
@@ -241,3 +243,17 @@ def test_a_part_read_on_from_the_middle_keeps_its_segments_types() -> None:
     assert not rest.problems
     assert "h_bucket" not in store.render() and 'c_total{a="x"} 2' in store.render()
     assert store.dropped["max_series_per_source"] == 2
+
+
+def test_a_known_line_re_renders_its_series_only_when_what_is_shown_changes() -> None:
+    """A refresh with the same value keeps the series' lines; a new value, even -0.0, does not."""
+    store = Store()
+    store.ingest_bytes("a", (HEADER + emission(1000, g="0")).encode(), 1, path="a.1.prom")
+    store.page()
+    counter_series = store._families["c_total"].series['{a="x"}']
+    assert counter_series.text is not None
+    store.ingest_bytes("a", emission(2000, g="0").encode(), 1, path="a.2.prom")
+    assert counter_series.text is not None  # the same count at a later time: lines kept
+    assert "\ng 0.0\n" in store.page() and "c_total{a=\"x\"} 1 2000" in store.page(timestamps=True)
+    store.ingest_bytes("a", emission(3000, g="-0").encode(), 1, path="a.3.prom")
+    assert "\ng -0.0\n" in store.page()

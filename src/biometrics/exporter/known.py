@@ -38,7 +38,7 @@ from ..prometheus.kinds import SampleKinds
 from ..prometheus.parser import Metadata, sample_value, series_of
 from ..prometheus.segments import HistogramValue
 from .families import FamilyTable
-from .merge import CounterSeries, HistogramSeries, Series
+from .merge import CounterSeries, GaugeSeries, HistogramSeries, Series
 from .render import label_text
 from .rules import with_source
 
@@ -286,9 +286,11 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
         """Fold the emission's histograms, held until it ended (see below)."""
         nonlocal applied, newest
         for series, reading in held.items():
+            shown = (series.cumulative, series.sum, series.count)
             if not series.update(source, reading, t):
                 return False
-            series.text = None
+            if (series.cumulative, series.sum, series.count) != shown:
+                series.text = None
             applied += 1
             newest = t
         held.clear()
@@ -369,11 +371,24 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
                     # replaces it, as the general path merges a series' lines per time.
                     held[series] = HistogramValue(series.layout, tuple(values[:k]), total, n)
                     continue
-                if type(slot) is counter and not 0.0 <= v < inf:
+                # The page re-renders a series only if what it shows changed (timestamps are
+                # added per page): a writer's once-a-minute refresh of a quiet series is free.
+                if type(slot) is counter:
+                    if not 0.0 <= v < inf:
+                        break
+                    shown = slot.total
+                    if not slot.update(source, v, t):
+                        break
+                    if slot.total != shown or (shown == 0.0 and str(slot.total) != str(shown)):
+                        slot.text = None
+                elif isinstance(slot, GaugeSeries):
+                    shown = slot.value
+                    if not slot.update(source, v, t):
+                        break
+                    if slot.value != shown or (shown == 0.0 and str(slot.value) != str(shown)):
+                        slot.text = None
+                else:
                     break
-                if not slot.update(source, v, t):
-                    break
-                slot.text = None
                 applied += 1
                 newest = t
             else:
