@@ -134,10 +134,13 @@ def _post_rate(directory: Path, bodies: list[bytes], samples: int) -> float:
         server.stop()
 
 
-def _ship_rate(directory: Path, spool: Path, samples: int, per_request: int) -> float:
+def _ship_rate(
+    directory: Path, spool: Path, samples: int, per_request: int, concurrency: int
+) -> float:
     server = _Prometheus(directory)
     options = ShipOptions(str(spool), RemoteWriteOptions(server.url), source_label="source",
-                          max_samples_per_request=per_request)  # fmt: skip
+                          max_samples_per_request=per_request,
+                          concurrency=concurrency)  # fmt: skip
     try:
         with Shipper(options) as shipper:
             start = time.perf_counter()
@@ -153,11 +156,13 @@ def _ship_rate(directory: Path, spool: Path, samples: int, per_request: int) -> 
 def run(*, quick: bool = False) -> None:
     """Print the remote-write table."""
     sources, emits = (10, 10) if quick else (20, 50)
+    default = ShipOptions("-", RemoteWriteOptions("http://127.0.0.1/")).concurrency
     with tempfile.TemporaryDirectory(prefix="biometrics-bench-ship-") as tmp:
         root = Path(tmp)
         spool = root / "spool"
         spool.mkdir()
-        _spool(spool, sources, emits, time.time_ns() // 1_000_000 - emits * 10_000 - 60_000)
+        start_ms = time.time_ns() // 1_000_000 - emits * 10_000 - 60_000
+        _spool(spool, sources, emits, start_ms)
         start = time.perf_counter()
         samples = _samples(spool)
         parse_rate = len(samples) / (time.perf_counter() - start)
@@ -165,7 +170,12 @@ def run(*, quick: bool = False) -> None:
         rate_500, _ = _encode_rate(samples, 500)
         theirs = _generate_latest_rate()
         bound = _post_rate(root / "p1", bodies, len(samples))
-        shipped = _ship_rate(root / "p2", spool, len(samples), 2000)
+        shipped = _ship_rate(root / "p2", spool, len(samples), 2000, default)
+        others = {}
+        for concurrency in sorted({1, 4} - {default}):  # the same spool again, same timestamps
+            _spool(spool, sources, emits, start_ms)
+            others[concurrency] = _ship_rate(root / f"p{concurrency + 2}", spool, len(samples),
+                                             2000, concurrency)  # fmt: skip
     n = len(samples)
     print(f"\n### Remote write: {n:,} samples ({sources} sources x {emits} emits x "
           f"{SERIES} series)\n")  # fmt: skip
@@ -178,5 +188,8 @@ def run(*, quick: bool = False) -> None:
     print(f"| parse segments (reference) | {parse_rate:,.0f} | our parser |")
     print(f"| Prometheus ingest bound: pre-encoded bodies POSTed back to back | {bound:,.0f} "
           f"| {len(bodies)} requests |")  # fmt: skip
-    print(f"| **end to end: `Shipper` spool -> Prometheus** | **{shipped:,.0f}** | "
-          f"{shipped / bound:.2f}x of the ingest bound |")  # fmt: skip
+    print(f"| **end to end: `Shipper` spool -> Prometheus, concurrency {default} (default)** | "
+          f"**{shipped:,.0f}** | {shipped / bound:.2f}x of the ingest bound |")  # fmt: skip
+    for concurrency, rate in others.items():
+        print(f"| end to end, concurrency {concurrency} | {rate:,.0f} | "
+              f"{rate / bound:.2f}x of the ingest bound |")  # fmt: skip

@@ -83,7 +83,8 @@ def test_a_live_only_value_leaves_the_merge_when_its_source_ends(tmp_path: Path)
           gauge(3, merge="sum"), jobs_a, end=True)  # fmt: skip
     write(tmp_path, "web.h.2.", 1001, gauge(5, "in_flight", merge="sum", live_only=True),
           gauge(4, merge="sum"), jobs_b)  # fmt: skip
-    assert (tmp_path / "web.h.1.1000.prom").read_text().endswith("jobs_total 2 1000\n# EMITTED 1000\n# END\n")
+    written = (tmp_path / "web.h.1.1000.prom").read_text()
+    assert written.endswith("jobs_total 2 1000\n# EMITTED 1000\n# END\n")
     store = Store()
     ingest(store, tmp_path)
     got = page(store)

@@ -21,14 +21,17 @@ from biometrics.prometheus import Parse
 LAYOUT = ("0.1", "1")
 
 
-def histogram_group(ts: int, counts: tuple[int, int, int], total: str = "1.5") -> list[str]:
+def histogram_group(ts: int, counts: tuple[float, float, float], total: str = "1.5") -> list[str]:
     """One whole ``h`` reading, as our writer lays it out."""
     a, b, n = counts
-    return [f'h_bucket{{le="0.1"}} {a} {ts}', f'h_bucket{{le="1"}} {b} {ts}',
-            f'h_bucket{{le="+Inf"}} {n} {ts}', f"h_sum {total} {ts}", f"h_count {n} {ts}"]  # fmt: skip
+    buckets = [f'h_bucket{{le="0.1"}} {a} {ts}', f'h_bucket{{le="1"}} {b} {ts}',
+               f'h_bucket{{le="+Inf"}} {n} {ts}']  # fmt: skip
+    return [*buckets, f"h_sum {total} {ts}", f"h_count {n} {ts}"]
 
 
-def emission(ts: int, c: str = "1", g: str = "2.5", counts: tuple[int, int, int] = (1, 2, 3)) -> str:
+def emission(
+    ts: int, c: str = "1", g: str = "2.5", counts: tuple[float, float, float] = (1, 2, 3)
+) -> str:
     lines = [f'c_total{{a="x"}} {c} {ts}', f"g {g} {ts}", *histogram_group(ts, counts),
              f"# EMITTED {ts}"]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -44,11 +47,14 @@ def problems(parsed: Parse) -> list[tuple[int, str]]:
     return [(p.line, p.message) for p in parsed.problems]
 
 
-def both(parts: list[tuple[str, str]]) -> tuple[Store, Store, list[object], list[object]]:
+Said = list[tuple[int, str]]
+
+
+def both(parts: list[tuple[str, str]]) -> tuple[Store, Store, list[Said], list[Said]]:
     """Feed ``(source, text)`` parts to a general-path store and to ``ingest_bytes``."""
     general, known = Store(), Store()
-    said_general: list[object] = []
-    said_known: list[object] = []
+    said_general: list[Said] = []
+    said_known: list[Said] = []
     for i, (source, text) in enumerate(parts):
         path = f"{source}.{i}.prom"
         parsed = Parse([text.encode()], path=path)
@@ -89,7 +95,7 @@ def test_a_poisoned_known_line_is_reported_at_its_line_and_loses_nothing_else() 
     ("group", "said"),
     [
         ((2, 1, 3), "bucket le=1.0 count 1.0 is below a lower bucket's"),
-        ((1, 2, 2), "has le=\"+Inf\" 2.0 but _count 3.0"),  # +Inf 2, _count 3
+        ((1, 2, 2), 'has le="+Inf" 2.0 but _count 3.0'),  # +Inf 2, _count 3
         ((1, 2, 3.5), "histogram h count 3.5 is not a whole number"),
         ((-1, 2, 3), "bucket le=0.1 count -1.0 is not a whole number"),
         ((1, 2, 2**54), "is not a whole number in [2, 2**53]"),
@@ -254,6 +260,6 @@ def test_a_known_line_re_renders_its_series_only_when_what_is_shown_changes() ->
     assert counter_series.text is not None
     store.ingest_bytes("a", emission(2000, g="0").encode(), 1, path="a.2.prom")
     assert counter_series.text is not None  # the same count at a later time: lines kept
-    assert "\ng 0.0\n" in store.page() and "c_total{a=\"x\"} 1 2000" in store.page(timestamps=True)
+    assert "\ng 0.0\n" in store.page() and 'c_total{a="x"} 1 2000' in store.page(timestamps=True)
     store.ingest_bytes("a", emission(3000, g="-0").encode(), 1, path="a.3.prom")
     assert "\ng -0.0\n" in store.page()

@@ -99,3 +99,16 @@ def test_the_page_cache_is_per_store_version(tmp_path: Path) -> None:
     store.ingest("a", [counter("x_total", 2, 2)])
     assert "x_total 2\n" in exporter.page()
     assert calls == [True, False]
+
+
+def test_many_small_families_take_one_turn_per_chunk_not_one_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A turn costs ~75 µs: 650 one-series families once cost a scrape 50 ms in turns alone."""
+    monkeypatch.setattr(render, "CHUNK", 100)
+    turns: list[int] = []
+    monkeypatch.setattr(render, "let_others_in", lambda: turns.append(1))
+    store = Store()
+    store.ingest("a", [counter(f"x{i}_total", 1, 1) for i in range(650)])
+    assert len(store.render().splitlines()) == 650 * 2  # a TYPE line and a sample each
+    assert len(turns) == 6

@@ -2,7 +2,8 @@
 
 Each request is decoded and recorded; ``answer`` (a callable given the request number and the
 decoded series) picks the reply: an HTTP status with optional headers and body, ``"reset"`` to
-drop the connection without a reply, or ``("slow", seconds, status)`` to reply late.
+drop the connection without a reply, or ``("slow", seconds, status)`` to reply late.  Each
+request records when it arrived and was answered, so tests can see which were in flight at once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Request:
     series: Decoded
     arrived: float
     status: int | None = None
+    answered: float | None = None
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Receiver:
     answer: Callable[[int, Decoded], Reply] = lambda n, s: 204
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def __post_init__(self) -> None:
         receiver = self
@@ -54,8 +58,23 @@ class Receiver:
                     request = Request(number, dict(self.headers), body, decode(body),
                                       time.monotonic())  # fmt: skip
                     receiver.requests.append(request)
-                reply = receiver.answer(number, request.series)
+                    receiver.in_flight += 1
+                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                try:
+                    self._reply(request, receiver.answer(number, request.series))
+                finally:
+                    self._answered(request)
+
+            def _answered(self, request: Request) -> None:
+                """Before the client can read the answer: it may send the next one at once."""
+                with receiver.lock:
+                    if request.answered is None:
+                        receiver.in_flight -= 1
+                        request.answered = time.monotonic()
+
+            def _reply(self, request: Request, reply: Any) -> None:
                 if reply == "reset":
+                    self._answered(request)
                     self.connection.setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
                     )
@@ -70,6 +89,7 @@ class Receiver:
                     reply, headers, text = reply[0], reply[1], reply[2].encode()
                 assert isinstance(reply, int)
                 request.status = reply
+                self._answered(request)
                 self.send_response(reply)
                 for name, value in headers.items():
                     self.send_header(name, value)

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 import pytest
 
 from biometrics.ship import Answer, Clock, RemoteWriteOptions, ShipMetrics, ShipOptions
-from biometrics.ship.delivery import Delivery, Part, Verdict, _StoppedError
+from biometrics.ship.delivery import Delivery, Verdict, _StoppedError
 
-PART: Part = [((("__name__", "x_total"),), 1_000, 1.0), ((("__name__", "x_total"),), 2_000, 2.0)]
+BODY = b"not decoded by the fake sender"
 
 
 class FakeTime:
@@ -78,8 +78,8 @@ def test_unavailable_answers_back_off_doubling_without_sleeping() -> None:
     """Three 503s: waits of 0.1, 0.2, 0.4 s on the injected clock, then the acknowledgement."""
     time = FakeTime()
     d = delivery([Answer(503, "down")] * 3, time)
-    assert d.send([PART], threading.Event()) is None
-    assert time.waits == [0.1, 0.2, 0.4]
+    assert d.send(BODY, 2, threading.Event()) is None
+    assert time.waits == pytest.approx([0.1, 0.2, 0.4])
     assert d.last_failure is None
 
 
@@ -87,8 +87,8 @@ def test_a_blocking_answer_waits_the_blocked_backoff_until_unblocked() -> None:
     """A 401 blocks (status kept for messages) until a 2xx, one try per blocked_backoff."""
     time = FakeTime()
     d = delivery([Answer(401, "no")] * 2, time, blocked_backoff=300.0)
-    assert d.send([PART], threading.Event()) is None
-    assert time.waits == [300.0, 300.0]
+    assert d.send(BODY, 2, threading.Event()) is None
+    assert time.waits == pytest.approx([300.0, 300.0])
     assert d.blocked is None
 
 
@@ -98,8 +98,8 @@ def test_the_deadline_cuts_the_wait_short_and_abandons_the_request() -> None:
     d = delivery([Answer(429, "slow", retry_after=5.0)] * 5, time)
     d.deadline = time.now + 1.0
     with pytest.raises(_StoppedError):
-        d.send([PART], threading.Event())
-    assert time.waits == [1.0]
+        d.send(BODY, 2, threading.Event())
+    assert time.waits == pytest.approx([1.0])
     assert d.last_failure is not None and d.last_failure.startswith("HTTP 429")
 
 
@@ -107,6 +107,6 @@ def test_a_rejection_is_returned_not_retried() -> None:
     """A 400 comes back as the answer at once, for the shipper to quarantine."""
     time = FakeTime()
     d = delivery([Answer(400, "bad sample")], time)
-    answer = d.send([PART], threading.Event())
+    answer = d.send(BODY, 2, threading.Event())
     assert answer is not None and answer.status == 400
     assert time.waits == []

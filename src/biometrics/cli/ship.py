@@ -73,6 +73,9 @@ def remote_arguments(p: argparse.ArgumentParser) -> None:
                        "405, 407 or a redirect (default 5m)"),
         g.add_argument("--max-samples-per-request", type=int, metavar="N",
                        help="samples per request at most (default 2000)"),
+        g.add_argument("--concurrency", type=int, metavar="N",
+                       help="requests in flight at most, each series in one of them, in order; "
+                       "fewer while the receiver pushes back (default 4)"),
         g.add_argument("--max-retries", type=int, metavar="N",
                        help="re-sends of a 500 answer before quarantine (default 10)"),
     ]  # fmt: skip
@@ -119,6 +122,7 @@ def ship_options(
             external_labels=dict(args.label or ()),
             max_samples_per_request=_or(args.max_samples_per_request, 2000),
             max_retries=_or(args.max_retries, 10),
+            concurrency=_or(args.concurrency, 4),
             max_backoff=max_backoff,
             min_backoff=min(0.1, max_backoff),
             blocked_backoff=_or(args.blocked_backoff, 300_000) / 1000,

@@ -114,6 +114,24 @@ def let_others_in() -> None:
     time.sleep(0)
 
 
+class _Turns:
+    """When to :func:`let_others_in`: once per :data:`CHUNK` series read, across families.
+
+    A turn costs ~75 µs here; one per family made a page of 650 small families 50 ms, not 5.
+    """
+
+    __slots__ = ("read",)
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def after(self, series: int) -> None:
+        self.read += series
+        if self.read >= CHUNK:
+            self.read = 0
+            let_others_in()
+
+
 def _out_families(name: str, kind: str) -> list[tuple[str, str]]:
     if kind != "moments":
         return [(name, kind)]
@@ -141,8 +159,9 @@ def render_families(
 ) -> str:
     """The page of ``families`` (in the order given), reading them under ``lock`` in chunks."""
     out: list[str] = []
+    turns = _Turns()
     for name, table in families:
-        columns = _lines(name, table, lock, openmetrics if timestamps else None)
+        columns = _lines(name, table, lock, openmetrics if timestamps else None, turns)
         with lock:
             heads = [(n, k, _help(helps, n, k)) for n, k in _out_families(name, table.kind)]
         for (out_name, kind, help_text), lines in zip(heads, columns, strict=True):
@@ -156,7 +175,7 @@ def render_families(
 
 
 def _lines(
-    name: str, table: FamilyTable, lock: threading.RLock, stamps: bool | None
+    name: str, table: FamilyTable, lock: threading.RLock, stamps: bool | None, turns: _Turns
 ) -> list[list[str]]:
     """Each output family's lines, in label order; ``stamps``: None, or OpenMetrics or not."""
     with lock:
@@ -193,7 +212,7 @@ def _lines(
                 else:
                     assert isinstance(text, str)
                     first.append(text)
-        let_others_in()
+        turns.after(min(CHUNK, len(order) - start))
     if dead:
         table.order = [s for s in order if s.text is not DEAD]
     return columns

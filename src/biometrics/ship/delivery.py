@@ -48,6 +48,7 @@ _REDIRECT_FIX = "the URL redirects (not followed for a POST): put the final URL 
 _LOG_EVERY = 10
 """Retries logged at WARNING: the first and every tenth; the others at DEBUG."""
 
+
 def blocked_fix(status: int) -> str:
     """What the operator must fix when the remote answers ``status`` (401, 404, a 3xx...)."""
     return _ENDPOINT.get(status, _REDIRECT_FIX)

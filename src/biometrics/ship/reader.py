@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from .._labels import LabelPairs
@@ -29,6 +30,7 @@ _BLOCK = 1 << 18
 _MAX_FAST = 100_000
 _MAX_LABELS = 100_000
 _MAX_CHECKED_NAMES = 1_000
+_RUN = 64
 _FLOAT_CHARS = b"0123456789+-.eE"
 _double = struct.Struct("<d").pack
 
@@ -71,6 +73,17 @@ def _lines(read: Callable[[int], bytes], torn: list[bytes]) -> Iterator[bytes | 
         torn.append(carry)
 
 
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """What the slow path needs of the segment being read."""
+
+    sink: Parse
+    source: str
+    default_ms: int
+    floors: list[int]
+    fast: dict[bytes, Series]
+
+
 class Reader:
     """Reads segments into shards; keeps the label checks and the caches across segments."""
 
@@ -88,9 +101,10 @@ class Reader:
         """Name in the segment -> name shipped, for every name behind a fast-path entry."""
         self._stamps = Stamps()
 
-    def read(  # noqa: PLR0912 - the hot loop, inlined
+    def read(  # noqa: PLR0912, PLR0915 - the hot loop, inlined
         self,
         file: BinaryIO,
+        *,
         sink: Parse,
         source: str,
         default_ms: int,
@@ -107,85 +121,91 @@ class Reader:
         self._names.segment()
         self._check_names()
         fast = self._fast.setdefault(source, {})
+        segment = _Segment(sink, source, default_ms, floors, fast)
         stamps = self._stamps
         limit = self._options.max_samples_per_request
         top = max(floors)
         accs, counts = target
-        number = 0
+        number = first = 0
         torn: list[bytes] = []
+        run: list[bytes] = []
+        """Consecutive lines for the parser, given to it together: one Parse, not one a line."""
         double = _double
         for raw in _lines(file.read, torn):
             number += 1
-            if raw is not None:
-                parts = raw.split(b" ")
-                if len(parts) == 3:
-                    series = fast.get(parts[0])
-                    if series is not None:
-                        stamp = stamps.get(parts[2]) or stamps.parse(parts[2])
-                        text = parts[1]
-                        if stamp is not None and (
-                            text.isdigit() or not text.translate(None, _FLOAT_CHARS)
-                        ):
-                            try:
-                                value = float(text)
-                            except ValueError:
-                                value = None
-                            if value is not None:
-                                labels, shard = series
-                                if number <= top and number <= floors[shard]:
-                                    continue
-                                ms, head, tail = stamp
-                                acc = accs[shard]
-                                sample = head + double(value) + tail
-                                got = acc.get(labels)
-                                if got is None:
-                                    acc[labels] = [ms, sample]
-                                elif ms > got[0]:
-                                    got[0] = ms
-                                    got.append(sample)
-                                else:
-                                    got[0] = UNSORTED
-                                    got.append(sample)
-                                count = counts[shard] = counts[shard] + 1
-                                if count >= limit:
-                                    nxt = cut(shard, number)
-                                    if nxt is None:
-                                        return number
-                                    accs, counts = nxt
-                                continue
-            shard = self._slow(raw, number, sink, source, default_ms, floors, fast, accs)
-            if shard >= 0:
-                count = counts[shard] = counts[shard] + 1
-                if count >= limit:
-                    nxt = cut(shard, number)
-                    if nxt is None:
+            if raw is None:
+                if run and not self._run(run, first, segment, target, cut):
+                    return number
+                run = []
+                sink.report(number, f"line longer than {MAX_LINE} bytes; skipped")
+                continue
+            parts = raw.split(b" ")
+            if len(parts) == 3:
+                series = fast.get(parts[0])
+                if series is not None and run:  # the lines before come first, and may be TYPE
+                    if not self._run(run, first, segment, target, cut):
                         return number
-                    accs, counts = nxt
+                    run = []
+                    series = fast.get(parts[0])
+                if series is not None:
+                    stamp = stamps.get(parts[2]) or stamps.parse(parts[2])
+                    text = parts[1]
+                    if stamp is not None and (
+                        text.isdigit() or not text.translate(None, _FLOAT_CHARS)
+                    ):
+                        try:
+                            value = float(text)
+                        except ValueError:
+                            value = None
+                        if value is not None:
+                            labels, shard = series
+                            if number <= top and number <= floors[shard]:
+                                continue
+                            ms, head, tail = stamp
+                            acc = accs[shard]
+                            sample = head + double(value) + tail
+                            got = acc.get(labels)
+                            if got is None:
+                                acc[labels] = [ms, sample]
+                            elif ms > got[0]:
+                                got[0] = ms
+                                got.append(sample)
+                            else:
+                                got[0] = UNSORTED
+                                got.append(sample)
+                            count = counts[shard] = counts[shard] + 1
+                            if count >= limit:
+                                nxt = cut(shard, number)
+                                if nxt is None:
+                                    return number
+                                accs, counts = nxt
+                            continue
+            if not run:
+                first = number
+            run.append(raw)
+            if len(run) >= _RUN:  # its series join the fast path for the lines after
+                if not self._run(run, first, segment, target, cut):
+                    return number
+                run = []
+        if run and not self._run(run, first, segment, target, cut):
+            return number
         if torn:
-            self._slow(torn[0], number + 1, sink, source, default_ms, floors, fast, accs, end=True)
+            self._run(torn, number + 1, segment, target, cut, end=True)
         return number
 
-    def _slow(
-        self,
-        raw: bytes | None,
-        number: int,
-        sink: Parse,
-        source: str,
-        default_ms: int,
-        floors: list[int],
-        fast: dict[bytes, Series],
-        accs: list[SeriesParts],
-        *,
-        end: bool = False,
-    ) -> int:
-        """One line through the full parser; the shard its sample went to, or -1."""
-        if raw is None:
-            sink.report(number, f"line longer than {MAX_LINE} bytes; skipped")
-            return -1
-        parse = Parse((raw,) if end else (raw, b"\n"), path=sink.path, first_line=number)
-        shard = -1
+    def _run(
+        self, run: list[bytes], first: int, segment: _Segment, target: Target, cut: Cut,
+        *, end: bool = False,
+    ) -> bool:  # fmt: skip
+        """Lines ``first``... through the full parser; False if ``cut`` said to stop."""
+        sink, source, floors = segment.sink, segment.source, segment.floors
+        accs, counts = target
+        limit = self._options.max_samples_per_request
+        data = b"\n".join(run) + (b"" if end else b"\n")
+        parse = Parse((data,), path=sink.path, first_line=first)
+        going = True
         for item in parse:
-            if type(item) is Metadata:
+            if isinstance(item, Metadata):
                 if item.kind == "TYPE":
                     self._names.declare(item.name, item.text)
                     self._check_names()
@@ -195,16 +215,18 @@ class Reader:
             if series is None:
                 checked = self._resolve(name, item.labels, source)
                 if isinstance(checked, str):
-                    sink.report(number, checked)
+                    sink.report(item.line, checked)
                     self._metrics.invalid.click()
                     continue
                 series = checked
             labels, shard = series
-            if number <= floors[shard]:
-                return -1
+            line = item.line
+            if line <= floors[shard]:
+                continue
+            raw = run[line - first]
             if item.timestamp_ms is not None and raw.count(b" ") == 2:
-                self._remember(fast, raw.split(b" ", 1)[0], item.name, name, series)
-            ms = default_ms if item.timestamp_ms is None else item.timestamp_ms
+                self._remember(segment.fast, raw.split(b" ", 1)[0], item.name, name, series)
+            ms = segment.default_ms if item.timestamp_ms is None else item.timestamp_ms
             sample = sample_bytes(ms, item.value)
             got = accs[shard].get(labels)
             if got is None:
@@ -212,10 +234,17 @@ class Reader:
             else:
                 got[0] = ms if ms > got[0] else UNSORTED
                 got.append(sample)
+            counts[shard] += 1
+            if counts[shard] >= limit:
+                nxt = cut(shard, line)
+                if nxt is None:
+                    going = False
+                    break
+                accs, counts = nxt
         benign = {id(p) for p in parse.problems} - {id(p) for p in parse.malformed}
         for problem in parse.problems:
             sink.report(problem.line, problem.message, malformed=id(problem) not in benign)
-        return shard
+        return going
 
     def _remember(
         self, fast: dict[bytes, Series], key: bytes, written: str, name: str, series: Series

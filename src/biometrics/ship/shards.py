@@ -41,6 +41,8 @@ class Request(Generic[K]):
     """Segment -> (first, last) line read into this request (this shard's samples of them)."""
     refused: set[K] = field(default_factory=set)
     """Segments whose samples the remote refused for good (set by the shard's thread)."""
+    answered: bool = False
+    """Acknowledged, or refused for good; False when stopped first (then nothing is known)."""
 
 
 class Shards(Generic[K]):
@@ -79,14 +81,15 @@ class Shards(Generic[K]):
             queue.append(request)
             self._cv.notify_all()
 
-    def collect(self, apply: Callable[[Request[K]], None]) -> bool:
+    def collect(self, apply: Callable[[Request[K]], None], *, raising: bool = True) -> bool:
         """Apply every answered request now; True if there was one.  Raises what a shard hit."""
         with self._cv:
             done = list(self._done)
             self._done.clear()
         for request in done:
             apply(request)
-        self._raise()
+        if raising:
+            self._raise()
         return bool(done)
 
     def drain(self, stop: threading.Event, apply: Callable[[Request[K]], None]) -> None:
@@ -105,6 +108,7 @@ class Shards(Generic[K]):
             self._cv.notify_all()
         for thread in self._threads:
             thread.join()
+        self._threads.clear()
 
     def _wait(self, stop: threading.Event, apply: Callable[[Request[K]], None]) -> None:
         """Under the lock: apply what is answered, else sleep until a shard answers."""
@@ -160,22 +164,19 @@ class Shards(Generic[K]):
     def _send(self, request: Request[K], client: Sender) -> None:
         """Send one request; on a refusal, find which segments it is about, as one would alone."""
         live = {s: part for s, part in request.parts.items() if s.rejected is None}
-        if not live:
-            return
-        body, samples, dropped = encode(live.values())
-        self._metrics.duplicates.count(dropped)
-        answer = self._delivery.send(body, samples, self._halt, client)
-        if answer is None:
-            return
-        if len(live) == 1:
-            segment = next(iter(live))
-            self._refuse(request, segment, samples, answer)
-            return
-        for segment, part in live.items():  # a request is one transaction: try each alone
-            body, samples, _ = encode([part])
-            alone = self._delivery.send(body, samples, self._halt, client)
-            if alone is not None:
-                self._refuse(request, segment, samples, alone)
+        if live:
+            body, samples, dropped = encode(live.values())
+            self._metrics.duplicates.count(dropped)
+            answer = self._delivery.send(body, samples, self._halt, client)
+            if answer is not None and len(live) == 1:
+                self._refuse(request, next(iter(live)), samples, answer)
+            elif answer is not None:
+                for segment, part in live.items():  # one transaction: try each segment alone
+                    body, samples, _ = encode([part])
+                    alone = self._delivery.send(body, samples, self._halt, client)
+                    if alone is not None:
+                        self._refuse(request, segment, samples, alone)
+        request.answered = True
 
     def _refuse(self, request: Request[K], segment: K, samples: int, answer: Answer) -> None:
         self._metrics.failed.count(samples)

@@ -90,11 +90,12 @@ class Shipper:
         self._delivery = Delivery(options, self.metrics, clock)
         self._consumer = SpoolConsumer(options.spool, options.places, self.metrics, _WORDS)
         self._progress = Progress(options.state_path)
-        self._labels: dict[tuple[str, LabelPairs, str], LabelPairs] = {}
-        self._names = SeriesNames()
-        """Counters ship under their canonical ``_total`` name, as serve's page shows them."""
+        self._reader = Reader(options, self.metrics)
         self._open: list[_Segment] = []
-        self._batch: Batch[_Segment] = Batch()
+        self._batches = [_Batch() for _ in range(options.concurrency)]
+        self._counts = [0] * options.concurrency
+        """Samples in each shard's batch; the reader keeps it, as it appends."""
+        self._shards: Shards[_Segment] | None = None
         self._lock_fd: int | None = None
 
     @property
@@ -167,6 +168,7 @@ class Shipper:
             self.metrics.failures.click()
             log(logging.ERROR, "cannot list the spool; retrying", error=e.strerror)
             return False
+        self._shards = Shards(self._delivery, self.metrics, self.options.concurrency)
         try:
             for path in candidates:
                 if stop.is_set():
@@ -188,10 +190,16 @@ class Shipper:
         except _StoppedError:
             return False
         finally:
+            self._shards.close()
+            if self._shards.collect(self._apply, raising=False):  # what was acknowledged counts
+                self._save_progress()
+            self._shards = None
             for segment in self._open:
                 segment.claimed.reader.close()
             self._open.clear()
-            self._batch.take()
+            for batch in self._batches:
+                batch.parts.clear()
+            self._counts[:] = [0] * len(self._counts)
             self._measure_backlog()
 
     def _claim(self, path: str) -> _Segment | None:
@@ -199,104 +207,66 @@ class Shipper:
         if claimed is None:
             return None
         file = FileId.of(claimed.reader.fileno())
-        segment = _Segment(claimed, file, Parse(claimed.reader, path=claimed.path))
-        segment.acked = self._progress.acked(claimed.name, file)
-        return segment
+        shards = self.options.concurrency
+        floors = self._progress.acked(claimed.name, file, shards)
+        return _Segment(claimed, file, Parse((), path=claimed.path), floors, list(floors))
 
     def _read(self, segment: _Segment, stop: threading.Event) -> None:
-        parsed = segment.parse
-        claimed, acked = segment.claimed, segment.acked
-        default_ts, source = claimed.default_ms, claimed.source
-        limit = self.options.max_samples_per_request
-        labels_of, cache, names, batch = self._series_labels, self._labels, self._names, self._batch
-        names.segment()
-        named: dict[str, str] = {}  # names() for this segment's TYPE lines so far, at 40 ns
-        part: Part | None = None
-        for item in parsed:
-            if type(item) is not Sample:
-                if type(item) is Metadata and item.kind == "TYPE":
-                    names.declare(item.name, item.text)
-                    named.clear()
-                continue
-            if item.line <= acked:
-                continue
-            name = named.get(item.name)
-            if name is None:
-                name = named[item.name] = names(item.name)
-            labels: LabelPairs | str | None = cache.get((name, item.labels, source))
-            if labels is None:
-                labels = labels_of(name, item.labels, source)
-            if isinstance(labels, str):
-                parsed.report(item.line, labels)
-                self.metrics.invalid.click()
-                continue
-            if part is None:
-                part = batch.parts.setdefault(segment, [])
-            ts = item.timestamp_ms
-            part.append((labels, default_ts if ts is None else ts, item.value))
-            segment.last = item.line
-            batch.count += 1
-            if batch.count >= limit:
-                self._flush(stop)
-                part = None
-                if segment.rejected is not None:
-                    return
+        claimed = segment.claimed
 
-    def _series_labels(self, name: str, labels: LabelPairs, source: str) -> LabelPairs | str:
-        """The label set sent for a sample, or why it cannot be sent.
+        def cut(shard: int, line: int) -> Target | None:
+            segment.read = line
+            self._cut(shard, stop)
+            if segment.rejected is not None:
+                return None
+            target[0][shard] = self._batches[shard].parts.setdefault(segment, {})
+            return target
 
-        Checked here so an invalid or duplicate label never reaches a server, which may answer
-        500 and be retried in vain.
-        """
-        opts = self.options
-        pairs = dict(labels)
-        for key in pairs:
-            if key.startswith("__"):
-                return f"label {key!r}: names starting with '__' are reserved"
-        label = opts.source_label
-        if label is not None:
-            if label in pairs:
-                exported = f"exported_{label}"
-                if exported in pairs:
-                    return f"labels {label!r} and {exported!r} both set; no room for the source"
-                pairs[exported] = pairs[label]
-            pairs[label] = source
-        for key, value in opts.external_labels.items():
-            pairs.setdefault(key, value)
-        pairs["__name__"] = name
-        # str order is code-point order, which is UTF-8 byte order: the spec's bytewise sort.
-        result = tuple(sorted(p for p in pairs.items() if p[1]))
-        if len(self._labels) >= _LABEL_CACHE:
-            self._labels.clear()
-        self._labels[(name, labels, source)] = result
-        return result
+        target: Target = ([b.parts.setdefault(segment, {}) for b in self._batches], self._counts)
+        segment.read = self._reader.read(
+            claimed.reader, sink=segment.sink, source=claimed.source,
+            default_ms=claimed.default_ms, floors=segment.floors, target=target, cut=cut,
+        )  # fmt: skip
 
     # -- requests ---------------------------------------------------------------------------
 
+    def _cut(self, shard: int, stop: threading.Event) -> None:
+        """Hand shard ``shard``'s batch over as a request (waiting if the shard is behind)."""
+        assert self._shards is not None
+        batch = self._batches[shard]
+        parts = {segment: part for segment, part in batch.parts.items() if part}
+        batch.parts = {}
+        self._counts[shard] = 0
+        if not parts:
+            return
+        lines = {}
+        for segment in parts:
+            lines[segment] = (segment.sent[shard] + 1, segment.read)
+            segment.sent[shard] = segment.read
+            segment.waiting += 1
+        self._shards.submit(Request(shard, parts, lines), stop, self._apply)
+        if self._shards.collect(self._apply):
+            self._save_progress()
+
     def _flush(self, stop: threading.Event) -> None:
-        parts = self._batch.take()
-        if parts:
-            answer = self._send(parts, stop)
-            if answer is not None and len(parts) > 1:
-                # A request is one transaction: find which segments the answer is about.
-                for segment, part in parts.items():
-                    alone = self._send({segment: part}, stop)
-                    if alone is not None:
-                        self._reject(segment, part, alone)
-            elif answer is not None:
-                for segment, part in parts.items():
-                    self._reject(segment, part, answer)
+        """Send every batch, wait for every answer, and let go of the finished segments."""
+        assert self._shards is not None
+        for shard in range(len(self._batches)):
+            self._cut(shard, stop)
+        self._shards.drain(stop, self._apply)
+        self._save_progress()
         self._settle()
 
-    def _send(self, parts: dict[_Segment, Part], stop: threading.Event) -> Answer | None:
-        """Deliver ``parts``; once acknowledged, record how far each segment got."""
-        answer = self._delivery.send(parts.values(), stop)
-        if answer is None:
-            for segment in parts:
-                segment.acked = segment.last
-                self._progress.record(segment.claimed.name, segment.file, segment.last)
-            self._save_progress()
-        return answer
+    def _apply(self, request: Request[_Segment]) -> None:
+        """An answered request: each of its segments got that far in its shard."""
+        if not request.answered:  # stopped first: its segments must stay
+            return
+        shard = request.shard
+        for segment, (_, last) in request.lines.items():
+            segment.waiting -= 1
+            if segment.rejected is None and segment not in request.refused:
+                segment.floors[shard] = max(segment.floors[shard], last)
+                self._progress.record(segment.claimed.name, segment.file, segment.floors)
 
     def _save_progress(self) -> None:
         try:
@@ -305,22 +275,19 @@ class Shipper:
             log(logging.WARNING, "cannot record ship progress; a restart may re-send samples",
                 path=self._progress.path, error=str(e))  # fmt: skip
 
-    def _reject(self, segment: _Segment, part: Part, answer: Answer) -> None:
-        self.metrics.failed.count(len(part))
-        status = "no answer" if answer.status is None else f"HTTP {answer.status}"
-        segment.rejected = (
-            f"{status}: {answer.message or '(no message)'} (its request held "
-            f"{len(part)} samples from lines {segment.acked + 1}..{segment.last}; lines up to "
-            f"{segment.acked} were delivered before, later lines were not sent)"
-        )
-
     # -- finishing segments -----------------------------------------------------------------
 
     def _settle(self) -> None:
-        """Finish every complete segment that has nothing waiting in the request being built."""
+        """Finish every complete segment that has nothing waiting to be sent or answered."""
+        if self._shards is not None:
+            self._shards.collect(self._apply)
         keep = []
         for segment in self._open:
-            if segment.complete and segment not in self._batch.parts:
+            if (
+                segment.complete
+                and not segment.waiting
+                and not any(batch.parts.get(segment) for batch in self._batches)
+            ):
                 try:
                     self._finish(segment)
                 finally:
@@ -330,7 +297,7 @@ class Shipper:
         self._open = keep
 
     def _finish(self, segment: _Segment) -> None:
-        parse = segment.parse
+        parse = segment.sink
         self._progress.forget(segment.claimed.name)
         reason = None
         if segment.rejected is not None:

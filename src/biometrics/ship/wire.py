@@ -9,6 +9,7 @@ shares one) around its packed double.  The bytes are what the ``WriteRequest`` s
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -28,7 +29,6 @@ A list, not a record: the read loop appends to one per sample (the measured hot 
 
 _MAX_STAMPS = 4096
 _double = struct.Struct("<d").pack
-_unpack_double = struct.Struct("<d").unpack_from
 
 
 def varint(n: int) -> bytes:
@@ -54,13 +54,15 @@ def _string(field: int, text: str) -> bytes:
     return bytes((field << 3 | 2,)) + _size(len(data)) + data
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _label(name: str, value: str) -> bytes:
+    label = _string(1, name) + _string(2, value)
+    return b"\x0a" + _size(len(label)) + label
+
+
 def label_bytes(labels: LabelPairs) -> bytes:
     """A ``TimeSeries``' labels field, encoded: the part of a series that never changes."""
-    out = []
-    for name, value in labels:
-        label = _string(1, name) + _string(2, value)
-        out.append(b"\x0a" + _size(len(label)) + label)
-    return b"".join(out)
+    return b"".join([_label(name, value) for name, value in labels])
 
 
 def _stamp_parts(ms: int) -> tuple[bytes, bytes]:
@@ -142,9 +144,3 @@ def encode(parts: Iterable[SeriesParts]) -> tuple[bytes, int, int]:
         series = labels + b"".join(kept)
         out.append(b"\x0a" + _size(len(series)) + series)
     return bytes(cramjam.snappy.compress_raw(b"".join(out))), count, dropped
-
-
-def value_of(sample: bytes) -> float:
-    """The value of one encoded sample (for tests and messages)."""
-    value: float = _unpack_double(sample, 3)[0]
-    return value
