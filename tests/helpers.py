@@ -135,3 +135,33 @@ def api_data(url: str) -> Any:
     """The ``data`` member of a Prometheus HTTP API answer to GET ``url``."""
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.load(r)["data"]
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_recipe(name: str) -> dict[str, str]:
+    """The code blocks of README.md's ``<!-- recipe:NAME -->`` section, by the name each fence
+    gives after its language (```` ```python app.py ````, ```` ```sh run ````), in order.
+
+    The integration tests run these as written, so the README cannot drift from what works.
+    """
+    text = README.read_text(encoding="utf-8")
+    start, end = f"<!-- recipe:{name} -->", f"<!-- /recipe:{name} -->"
+    assert start in text and end in text, f"README.md has no recipe {name!r}"
+    section = text[text.index(start) + len(start) : text.index(end)]
+    blocks: dict[str, str] = {}
+    lines = iter(section.splitlines())
+    for line in lines:
+        fence = line.strip()
+        if fence.startswith("```") and len(fence.split()) >= 2:
+            block_name = fence.split()[1]
+            body = []
+            for inner in lines:  # bounded by the section's lines
+                if inner.strip() == "```":
+                    break
+                body.append(inner)
+            assert block_name not in blocks, f"recipe {name!r} names {block_name!r} twice"
+            blocks[block_name] = "\n".join(body) + "\n"
+    assert blocks, f"README.md recipe {name!r} has no named code block"
+    return blocks
