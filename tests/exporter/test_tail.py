@@ -11,7 +11,6 @@ import pytest
 
 from biometrics import Collector, Counter, Histogram
 from biometrics.exporter import Exporter, ExporterOptions
-from biometrics.exporter.tail import whole_end
 from biometrics.prometheus import Options, Reader, SegmentEmitter, _locks
 
 from ..helpers import page_value, read_samples, series_value
@@ -68,27 +67,6 @@ def opened(options: ExporterOptions) -> Exporter:
 
 def journal_record(name: str, data: bytes) -> bytes:
     return b"#@biometrics-journal " + f"{len(data)} {name}\n".encode() + data
-
-
-@pytest.mark.parametrize(
-    ("data", "at_line_start", "end"),
-    [
-        (b"", True, 0),
-        (b"# EMITTED 1\n", True, 12),
-        (b"# EMITTED 1\n", False, 0),
-        (b"a 1 1\n# EMITTED 1\nb 2 2\n# EMITTED 2\n", False, 36),
-        (b"a 1 1\n# EMITTED 1\nb 2 2\n# EMITTED 2", True, 18),  # the last one not complete
-        (b"a 1 1\n# EMITTED 1\nb 2 2\n# EMITTED x\n", True, 18),  # not a stamp
-        (b"a 1 1\n# EMITTED 1\nx# EMITTED 2\n", True, 18),  # not at a line's start
-        (b"# EMITTED " + b"9" * 20 + b"\n", True, 0),  # beyond int64 ms
-        (b"a 1 1\n# EMITTED \n", True, 0),
-    ],
-)
-def test_the_whole_part_ends_at_the_last_complete_marker(
-    data: bytes, at_line_start: bool, end: int
-) -> None:
-    """Only a full ``# EMITTED <ms>`` line that starts a line and has its newline counts."""
-    assert whole_end(data, at_line_start=at_line_start) == end
 
 
 def test_whole_emissions_of_an_open_segment_are_on_the_page_and_no_more(

@@ -16,6 +16,7 @@ from biometrics.prometheus import (
     readings,
     source_of,
 )
+from biometrics.prometheus.segments import whole_end
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "rust-0.3.1726547192000.prom"
 
@@ -284,3 +285,24 @@ def test_a_reading_not_newer_than_its_series_previous_one_is_reported(text: byte
     assert [p.line for p in parsed.problems] == [3]
     assert "is not newer than its previous one" in str(parsed.problems[0])
     assert parsed.malformed == []
+
+
+@pytest.mark.parametrize(
+    ("data", "at_line_start", "end"),
+    [
+        (b"", True, 0),
+        (b"# EMITTED 1\n", True, 12),
+        (b"# EMITTED 1\n", False, 0),
+        (b"a 1 1\n# EMITTED 1\nb 2 2\n# EMITTED 2\n", False, 36),
+        (b"a 1 1\n# EMITTED 1\nb 2 2\n# EMITTED 2", True, 18),  # the last one not complete
+        (b"a 1 1\n# EMITTED 1\nb 2 2\n# EMITTED x\n", True, 18),  # not a stamp
+        (b"a 1 1\n# EMITTED 1\nx# EMITTED 2\n", True, 18),  # not at a line's start
+        (b"# EMITTED " + b"9" * 20 + b"\n", True, 0),  # beyond int64 ms
+        (b"a 1 1\n# EMITTED \n", True, 0),
+    ],
+)
+def test_the_whole_part_ends_at_the_last_complete_marker(
+    data: bytes, at_line_start: bool, end: int
+) -> None:
+    """Only a full ``# EMITTED <ms>`` line that starts a line and has its newline counts."""
+    assert whole_end(data, at_line_start=at_line_start) == end

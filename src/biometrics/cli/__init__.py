@@ -13,7 +13,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from .. import _version
-from . import demo, files, serve, ship, wrap
+from . import demo, files, serve, ship, top, wrap
 from ._command import Command as _Command
 from ._command import invoke as _invoke
 
@@ -40,6 +40,8 @@ _COMMANDS = (
              files.add_check_arguments, files.run_check),
     _Command("backfill", "write OpenMetrics for `promtool tsdb create-blocks-from openmetrics`",
              files.add_backfill_arguments, files.run_backfill),
+    _Command("top", "live view of a spool's writers or a /metrics URL (q quits)",
+             top.add_arguments, top.run),
 )  # fmt: skip
 """Every subcommand, in ``--help`` order."""
 

@@ -38,48 +38,20 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from .._daemon.consumer import Writing
 from .._daemon.logfmt import log
 from ..errors import ParseError
-from ..prometheus._segment_file import EMITTED
+from ..prometheus.segments import MAX_MARKER_LINE, whole_end
 from .selfmetrics import ExporterMetrics
 from .store import Store
 
-__all__ = ["MARKER", "Rest", "Tailed", "Tailer", "whole_end"]
+__all__ = ["Rest", "Tailed", "Tailer"]
 
-MARKER = EMITTED
-"""How the line that ends every emission starts; the emission's integer ms stamp follows."""
-_STAMP = re.compile(rb"[0-9]{1,19}")
-_MAX_MARKER_LINE = len(MARKER) + 19 + 1
-"""A marker line's longest: the stamp is an int64 of ms."""
 KEPT_PROBLEMS = 100
 """Problems of a segment's folded part kept for its quarantine sidecar (all are counted)."""
-
-
-def whole_end(data: bytes, *, at_line_start: bool) -> int:
-    r"""Where the last complete ``# EMITTED <stamp>\n`` line of ``data`` ends; 0 if there is none.
-
-    ``at_line_start``: ``data`` begins a line, so a marker may open it.  A line that only looks
-    like a marker (no newline yet, not a stamp) is passed over for an earlier one.
-    """
-    end = len(data)
-    while end > 0:  # bounded: every turn moves ``end`` left
-        at = data.rfind(MARKER, 0, end)
-        if at < 0:
-            return 0
-        end = at
-        if at == 0 and not at_line_start:
-            return 0
-        if at > 0 and data[at - 1] != 0x0A:
-            continue
-        newline = data.find(b"\n", at, at + _MAX_MARKER_LINE)
-        if newline >= 0 and _STAMP.fullmatch(data, at + len(MARKER), newline):
-            return newline + 1
-    return 0
 
 
 def _still_holds(fd: int, record: _Open) -> bool:
@@ -200,7 +172,7 @@ class Tailer:
                       "it is read when the segment is finished",
                       read=record.offset, batch_bytes=self._batch_bytes)  # fmt: skip
             return _NOTHING
-        start = max(record.offset, record.scanned - _MAX_MARKER_LINE)
+        start = max(record.offset, record.scanned - MAX_MARKER_LINE)
         end = min(size, limit, start + budget)
         if end <= record.scanned:
             return _CUT  # too little of this pass's budget left: the next pass goes on
@@ -225,7 +197,7 @@ class Tailer:
                                           types=record.types)  # fmt: skip
         record.offset += len(data)
         record.line += data.count(b"\n")
-        record.last = data[-_MAX_MARKER_LINE:]
+        record.last = data[-MAX_MARKER_LINE:]
         self._metrics.samples.count(parsed.samples)
         problems = parsed.problems
         if problems:

@@ -28,17 +28,22 @@ from typing import Any, Literal, NamedTuple
 
 from .._labels import LabelPairs
 from ..moments import MomentsReading
+from ._segment_file import EMITTED, END_LINE
 from .exposition import counter_name
 from .kinds import SampleKinds
 from .parser import Metadata, Parse
 
 __all__ = [
+    "EMITTED",
+    "END_LINE",
+    "MAX_MARKER_LINE",
     "HistogramValue",
     "Reading",
     "ReadingKind",
     "project",
     "readings",
     "source_of",
+    "whole_end",
 ]
 
 _NAME = re.compile(r"(.*?)(\d+)\.prom")
@@ -130,6 +135,35 @@ def source_of(filename: str) -> tuple[str, int] | None:
     if len(digits) > _MS_DIGITS:
         prefix, digits = prefix + digits[:-_MS_DIGITS], digits[-_MS_DIGITS:]
     return prefix.rstrip("._-") or "-", int(digits)
+
+
+MAX_MARKER_LINE = len(EMITTED) + 19 + 1
+"""A ``# EMITTED <stamp>`` line's longest: the stamp is an int64 of ms."""
+_STAMP = re.compile(rb"[0-9]{1,19}")
+
+
+def whole_end(data: bytes, *, at_line_start: bool) -> int:
+    r"""Where the last complete ``# EMITTED <stamp>\n`` line of ``data`` ends; 0 if there is none.
+
+    Everything of a segment up to there is whole emissions, which its writer never changes: a
+    reader may take that much of a segment still being written (``serve``, ``top``).
+    ``at_line_start``: ``data`` begins a line, so a marker may open it.  A line that only looks
+    like a marker (no newline yet, not a stamp) is passed over for an earlier one.
+    """
+    end = len(data)
+    while end > 0:  # bounded: every turn moves ``end`` left
+        at = data.rfind(EMITTED, 0, end)
+        if at < 0:
+            return 0
+        end = at
+        if at == 0 and not at_line_start:
+            return 0
+        if at > 0 and data[at - 1] != 0x0A:
+            continue
+        newline = data.find(b"\n", at, at + MAX_MARKER_LINE)
+        if newline >= 0 and _STAMP.fullmatch(data, at + len(EMITTED), newline):
+            return newline + 1
+    return 0
 
 
 def _is_count(x: float) -> bool:

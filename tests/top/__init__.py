@@ -1,0 +1,1 @@
+"""Tests of biometrics.top: model, reading, view."""
