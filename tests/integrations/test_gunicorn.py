@@ -18,14 +18,9 @@ import pytest
 import biometrics.gunicorn as config_module
 from biometrics import Collector, Counter
 from biometrics.errors import InvalidValueError, SpoolError
-from biometrics.integrations.gunicorn import (
-    GunicornMetrics,
-    MasterExporter,
-    Settings,
-    ensure_spool,
-)
+from biometrics.integrations.gunicorn import SPOOL_MODE, GunicornMetrics, MasterExporter, Settings
 from biometrics.prometheus import Options, SegmentEmitter
-from biometrics.runtime import emit_every
+from biometrics.runtime import emit_every, ensure_spool
 
 from ..helpers import answers_ready, page_value, scrape, series_value, wait_for
 
@@ -79,17 +74,17 @@ def test_ensure_spool_creates_a_private_directory_and_leaves_an_existing_one(
     """Created 0700 whatever the umask; an existing directory keeps its mode; a file is refused."""
     old = os.umask(0)
     try:
-        assert ensure_spool(str(tmp_path / "a" / "spool")) is True
+        assert ensure_spool(str(tmp_path / "a" / "spool"), SPOOL_MODE) is True
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a" / "spool").stat().st_mode) == 0o700
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
-    assert ensure_spool(str(shared)) is False
+    assert ensure_spool(str(shared), SPOOL_MODE) is False
     assert stat.S_IMODE(shared.stat().st_mode) == 0o755
     (tmp_path / "file").write_text("x")
     with pytest.raises(SpoolError, match="not a directory"):
-        ensure_spool(str(tmp_path / "file"))
+        ensure_spool(str(tmp_path / "file"), SPOOL_MODE)
 
 
 def test_config_module_defines_only_hooks_gunicorn_accepts() -> None:

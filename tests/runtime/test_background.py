@@ -152,33 +152,35 @@ def test_system_sensors_are_registered_and_refreshed(tmp_path: Path) -> None:
 def test_failures_are_counted_logged_once_and_retried(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Emitting into a missing spool returns False, logs ENOENT once (rate limited) and counts
-    every failure by kind; once the spool exists the next emission succeeds and carries the
-    failure count.
+    """A spool that cannot be made (its parent is a file) fails the emission: False, ENOTDIR
+    logged once (rate limited) and every failure counted by kind; once the parent is out of
+    the way the next emission makes the spool and carries the failure count.
     """
-    spool = tmp_path / "spool"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the spool's parent should be\n")
+    spool = blocker / "spool"
     collector = Collector()
     hits = collector.register(Counter("hits"))
     emission = Emission(
         3600, collector=collector, options=Options(prefix=spool / "app."), system=False
     )
     with caplog.at_level(logging.WARNING, logger="biometrics"):
-        assert emission.emit() is False  # the spool does not exist: ENOENT
         assert emission.emit() is False
-    reports = [r for r in caplog.records if "emission failed (ENOENT)" in r.getMessage()]
+        assert emission.emit() is False
+    reports = [r for r in caplog.records if "emission failed (ENOTDIR)" in r.getMessage()]
     assert len(reports) == 1, "one report per kind, rate limited"
     assert str(spool) in reports[0].getMessage()
     failure = next(s for s in collector.sensors() if s.label == "biometrics.emit.failure")
     assert isinstance(failure, Counter)
-    assert dict(failure.labels) == {"kind": "ENOENT"}
+    assert dict(failure.labels) == {"kind": "ENOTDIR"}
     assert failure.read() == 2
-    spool.mkdir()
+    blocker.unlink()
     hits.click()
-    assert emission.emit() is True  # retried: the next emission simply works
+    assert emission.emit() is True  # retried: the spool is made, the emission simply works
     emission.stop()
     text = "".join(p.read_text() for p in spool.glob("*.prom"))
     assert "hits_total 1 " in text
-    assert 'biometrics_emit_failure_total{kind="ENOENT"} 2 ' in text
+    assert 'biometrics_emit_failure_total{kind="ENOTDIR"} 2 ' in text
 
 
 def test_a_sensor_that_raises_never_reaches_the_host(tmp_path: Path) -> None:

@@ -31,9 +31,10 @@ _COMMANDS = (
     _Command("demo", "worker processes + serve, on a temporary spool",
              demo.add_arguments, demo.run),
     _Command("with-system-metrics",
-             "run a command, emitting its CPU, faults, I/O and context switches",
+             "run a command, emitting its usage and its result (exit code, duration, success)",
              wrap.add_arguments, wrap.run,
-             description="Run COMMAND; emit its rusage as biometrics.sys.* counters to segments."),
+             description="Run COMMAND; emit its rusage as biometrics.sys.* counters and, at "
+             "exit, its result as biometrics_job_* series (job_name label) to segments."),
     _Command("cat", "print segments as one merged page, or raw",
              files.add_cat_arguments, files.run_cat),
     _Command("check", "validate segments; exit 1 listing file:line problems",

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..prometheus import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from ..prometheus.negotiation import accepts_gzip, wants_openmetrics
 from .daemon import Exporter
 
 __all__ = ["StartResponse", "WSGIApp", "make_app", "wants_openmetrics"]
@@ -22,46 +23,6 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _GZIP_MIN = 1024
-
-
-def _q(params: list[str]) -> float:
-    for param in params:
-        key, _, value = param.strip().partition("=")
-        if key.strip().lower() == "q":
-            try:
-                return float(value)
-            except ValueError:
-                return 0.0
-    return 1.0
-
-
-def wants_openmetrics(accept: str) -> bool:
-    """True when ``Accept`` prefers OpenMetrics 1.0 (or unversioned) over 0.0.4 text.
-
-    Prometheus 2.42 sends OpenMetrics 1.0.0 first, 0.0.1 at q=0.75, text at q=0.5.  Only
-    version 1.0.0 (or none) counts: we do not write the 0.0.1 draft.
-    """
-    best_om, best_text = 0.0, 0.0
-    for entry in accept.split(","):
-        media, *params = entry.split(";")
-        media = media.strip().lower()
-        q = _q(params)
-        if media == "application/openmetrics-text":
-            version = next((p.split("=", 1)[1].strip() for p in params
-                            if p.strip().lower().startswith("version=")), "1.0.0")  # fmt: skip
-            if version == "1.0.0":
-                best_om = max(best_om, q)
-        elif media in ("text/plain", "text/*", "*/*"):
-            best_text = max(best_text, q)
-    return best_om > 0 and best_om >= best_text
-
-
-def _accepts_gzip(header: str) -> bool:
-    for entry in header.split(","):
-        coding, *params = entry.split(";")
-        if coding.strip().lower() in ("gzip", "x-gzip") and _q(params) > 0:
-            return True
-    return False
 
 
 def make_app(exporter: Exporter) -> WSGIApp:
@@ -84,7 +45,7 @@ def make_app(exporter: Exporter) -> WSGIApp:
             ("Content-Type", OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE),
             ("Vary", "Accept, Accept-Encoding"),
         ]
-        if len(body) >= _GZIP_MIN and _accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
+        if len(body) >= _GZIP_MIN and accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
             body = gzip.compress(body, compresslevel=1, mtime=0)
             headers.append(("Content-Encoding", "gzip"))
         return _reply(start_response, "200 OK", body, method, headers)

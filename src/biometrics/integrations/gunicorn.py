@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -36,16 +35,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..collector import Collector, default_collector
-from ..errors import InvalidValueError, SpoolError
+from ..errors import InvalidValueError
 from ..prometheus import Options
-from ..runtime import Emission, background, emit_every
+from ..runtime import Emission, background, emit_every, ensure_spool
 
 __all__ = [
     "DEFAULT_LISTEN",
     "GunicornMetrics",
     "MasterExporter",
     "Settings",
-    "ensure_spool",
 ]
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -135,26 +133,8 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     return host, int(port)
 
 
-def ensure_spool(path: str, uid: int | None = None, gid: int | None = None) -> bool:
-    """Create the spool ``path`` (mode 0700) unless it is a directory already; True if created.
-
-    A spool that exists is left as it is (its owner chose its mode).  One we create belongs to
-    ``uid``/``gid`` when given (gunicorn's ``user``/``group``: the workers write it).
-    """
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        os.mkdir(path, SPOOL_MODE)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise SpoolError(errno.ENOTDIR, f"BIOMETRICS_SPOOL={path!r} exists and is not a "
-                             "directory", path) from None  # fmt: skip
-        return False
-    os.chmod(path, SPOOL_MODE)  # whatever the umask
-    _give(path, uid, gid)
-    return True
-
-
 def _give(path: str, uid: int | None, gid: int | None) -> None:
+    """Hand a directory we made to the workers' user and group (gunicorn's ``user``/``group``)."""
     want_uid = -1 if uid is None or uid == os.geteuid() else uid
     want_gid = -1 if gid is None or gid == os.getegid() else gid
     if want_uid != -1 or want_gid != -1:
@@ -387,7 +367,7 @@ class GunicornMetrics:
             _give(self.spool, uid, gid)
         else:
             self.spool = settings.spool
-            ensure_spool(self.spool, uid, gid)
+            ensure_spool(self.spool, SPOOL_MODE, uid=uid, gid=gid)
         atexit.register(self._at_exit, log)
         if settings.listen is not None:
             self._start_exporter(self.spool, settings, log)

@@ -27,8 +27,8 @@ from typing import Any
 from ..collector import Collector, default_collector
 from ..errors import InvalidValueError
 from ..prometheus import Options
-from ..runtime import Emission, emit_every
-from .gunicorn import Settings, ensure_spool
+from ..runtime import Emission, emit_every, ensure_spool
+from .gunicorn import SPOOL_MODE, Settings
 
 __all__ = ["ASGIApp", "EmittingApp", "emitting"]
 
@@ -63,7 +63,7 @@ class EmittingApp:
             if settings.spool is None:
                 raise InvalidValueError("BIOMETRICS_SPOOL is not set: name the spool every worker "
                                   "and `biometrics serve` share")  # fmt: skip
-            ensure_spool(settings.spool)
+            ensure_spool(settings.spool, SPOOL_MODE)
             options = Options.per_process(settings.spool, settings.job)
             self.emission = emit_every(settings.interval, collector=self.collector,
                                        options=options)  # fmt: skip

@@ -8,6 +8,19 @@ each emission; :func:`supervise` runs a command and emits its resource usage.  B
 
 from .background import Bridge, Emission, emit_every
 from .bridge import PrometheusClientBridge
-from .supervise import supervise
+from .spool import PRIVATE_SPOOL_MODE, SHARED_SPOOL_MODE, ensure_spool, spool_mode_for
+from .supervise import JobResult, JobRun, supervise
 
-__all__ = ["Bridge", "Emission", "PrometheusClientBridge", "emit_every", "supervise"]
+__all__ = [
+    "PRIVATE_SPOOL_MODE",
+    "SHARED_SPOOL_MODE",
+    "Bridge",
+    "Emission",
+    "JobResult",
+    "JobRun",
+    "PrometheusClientBridge",
+    "emit_every",
+    "ensure_spool",
+    "spool_mode_for",
+    "supervise",
+]

@@ -22,6 +22,11 @@ only finished segments sees a count up to ``flush_interval`` later without it.  
 SIGKILL loses at most the increments of one interval (the segment's complete lines survive the
 kill: the kernel releases the lock), which is why the default interval is 10 s, under
 Prometheus's default 15 s scrape interval.
+
+The spool.  The directory of ``Options.prefix`` is created when missing (at ``start()`` and
+before each new segment), so no deploy step has to run before the program; a failure to create
+it is one more emission failure, counted and retried.  See :func:`ensure_spool` for the mode
+and the links it will and will not follow.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from ..moments import Moments
 from ..prometheus.segment_emitter import Options, SegmentEmitter
 from ..sensors import Counter, Gauge, Sensor
 from ..system import RuntimeSensors, SystemSensors
+from .spool import ensure_spool, spool_mode_for, spool_of
 
 __all__ = ["Bridge", "Emission", "emit_every"]
 
@@ -141,6 +147,7 @@ class Emission:
         bridges: Sequence[Bridge] = (),
         clock: Callable[[], int] = _clock.now_ms,
         finish_each: bool = False,
+        spool_mode: int | None = None,
     ) -> None:
         seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
         if not isinstance(seconds, int | float) or not seconds > 0:
@@ -150,6 +157,8 @@ class Emission:
         """Whether every emission finishes its segment (a whole file each) or age does."""
         self.collector = collector if collector is not None else default_collector()
         self.emitter = SegmentEmitter(options)
+        self.spool_mode = spool_mode
+        """The mode a spool this emission creates gets (None: :func:`spool_mode_for`)."""
         self._clock = clock
         self._bridges = tuple(bridges)
         self._polls: list[Callable[[], None]] = []
@@ -183,6 +192,7 @@ class Emission:
         if self._thread is None and not self._stopped:
             self._thread = threading.Thread(target=self._run, name="biometrics-emit", daemon=True)
             _stop_at_exit(self)
+            self._ensure_spool()
             _forks.on_fork(
                 self,
                 before=Emission._before_fork,
@@ -217,6 +227,8 @@ class Emission:
         lines the others wrote are whole.
         """
         with self._busy:
+            if self.emitter.path is None and not self._ensure_spool():
+                return False  # no segment can be made: counted, tried again next time
             for poll in self._polls:
                 with contextlib.suppress(Exception):
                     poll()
@@ -246,6 +258,16 @@ class Emission:
                     self._failed(e)
                     ok = False
             return ok
+
+    def _ensure_spool(self) -> bool:
+        try:
+            options = self.emitter.options
+            mode = spool_mode_for(options) if self.spool_mode is None else self.spool_mode
+            ensure_spool(spool_of(options), mode)
+        except Exception as e:
+            self._failed(e)
+            return False
+        return True
 
     def _segment_due(self, now_ms: int) -> bool:
         try:
@@ -339,6 +361,7 @@ def emit_every(
     bridges: Sequence[Bridge] = (),
     clock: Callable[[], int] = _clock.now_ms,
     finish_each: bool = False,
+    spool_mode: int | None = None,
 ) -> Emission:
     """Emit ``collector`` (the default one) to segment files every ``interval`` seconds.
 
@@ -353,6 +376,10 @@ def emit_every(
     ``finish_each=True`` every emission is a finished segment of its own, with every series
     and its metadata (more files, more lines).  A SIGKILL loses at most one interval of
     increments.
+
+    A missing spool (the prefix's directory) is created with ``spool_mode`` (default
+    :func:`spool_mode_for`: 0o2775 when ``Options.mode`` is group-writable, else 0o755; see
+    :func:`ensure_spool`); a failure to is counted and logged as any emission failure.
     """
     return Emission(
         interval,
@@ -362,6 +389,7 @@ def emit_every(
         bridges=bridges,
         clock=clock,
         finish_each=finish_each,
+        spool_mode=spool_mode,
     ).start()
 
 

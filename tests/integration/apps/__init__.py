@@ -1,0 +1,1 @@
+"""What the web integration tests share: a README recipe run as written, under a real server."""
