@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from ..collector import Collector, default_collector
 from ..errors import InvalidValueError
 from ..prometheus import Options
-from ..runtime import Emission, background, emit_every, ensure_spool
+from ..runtime import Emission, emit_every, ensure_spool, running_emissions
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -294,8 +294,7 @@ def _listing(path: str) -> list[str]:
 
 def _other_emissions(mine: Emission | None, collector: Collector) -> list[Emission]:
     """Emissions of ``collector`` running here besides ``mine``: an app that starts its own."""
-    running: Any = getattr(background, "_running", ())
-    return [e for e in list(running) if e is not mine and e.collector is collector]
+    return [e for e in running_emissions() if e is not mine and e.collector is collector]
 
 
 class GunicornMetrics:

@@ -6,7 +6,7 @@ each emission; :func:`supervise` runs a command and emits its resource usage.  B
 :mod:`biometrics.prometheus`, which knows the files but not the process around them.
 """
 
-from .background import Bridge, Emission, emit_every
+from .background import Bridge, Emission, emit_every, running_emissions
 from .bridge import PrometheusClientBridge
 from .spool import PRIVATE_SPOOL_MODE, SHARED_SPOOL_MODE, ensure_spool, spool_mode_for
 from .supervise import JobResult, JobRun, supervise
@@ -21,6 +21,7 @@ __all__ = [
     "PrometheusClientBridge",
     "emit_every",
     "ensure_spool",
+    "running_emissions",
     "spool_mode_for",
     "supervise",
 ]

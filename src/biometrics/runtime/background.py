@@ -53,7 +53,7 @@ from ..sensors import Counter, Gauge, Sensor
 from ..system import RuntimeSensors, SystemSensors
 from .spool import ensure_spool, spool_mode_for, spool_of
 
-__all__ = ["Bridge", "Emission", "emit_every"]
+__all__ = ["Bridge", "Emission", "emit_every", "running_emissions"]
 
 LOGGER = logging.getLogger("biometrics")
 LOG_EVERY_SECONDS = 300.0
@@ -394,6 +394,13 @@ def emit_every(
 
 
 _running: weakref.WeakSet[Emission] = weakref.WeakSet()
+
+
+def running_emissions() -> list[Emission]:
+    """The emissions running in this process: a host's hooks (gunicorn's) must not start a
+    second one for a collector the app already emits.
+    """
+    return list(_running)
 
 
 def _stop_at_exit(emission: Emission) -> None:
