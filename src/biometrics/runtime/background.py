@@ -397,8 +397,9 @@ _running: weakref.WeakSet[Emission] = weakref.WeakSet()
 
 
 def running_emissions() -> list[Emission]:
-    """The emissions running in this process: a host's hooks (gunicorn's) must not start a
-    second one for a collector the app already emits.
+    """The emissions running in this process.
+
+    A host's hooks (gunicorn's) must not start a second one for a collector the app emits.
     """
     return list(_running)
 
