@@ -11,7 +11,8 @@ on the default collector.  Configured by environment variables, read when the ma
 - ``BIOMETRICS_INTERVAL``: seconds between emissions (10).
 - ``BIOMETRICS_JOB``: the segments' name (``gunicorn``).
 - ``BIOMETRICS_FORGET_AFTER``: how long an exited worker's series stay its own (``1h``; its
-  counts stay in the totals), or ``off``.
+  counts stay in the totals; more than two intervals, or live workers would be counted again),
+  or ``off``.
 
 Only gunicorn hook names are defined here (gunicorn takes every setting name a config module
 defines), so your own config can take them too: ``from biometrics.gunicorn import when_ready,

@@ -37,6 +37,8 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     ("argv", "message"),
     [
         (["serve", "x", "--forget-after", "soon"], "is not a duration"),
+        (["serve", "x", "--forget-after", "0s"], "is too short"),
+        (["serve", "x", "--forget-after", "15s"], "is too short"),
         (["serve", "x", "--listen", "nowhere"], "has no port"),
         (["serve", "x", "--gauge", "temp=avg"], "is not PATTERN=MODE"),
         (["ship", "x", "--url", "http://h/", "--label", "novalue"], "is not NAME=VALUE"),

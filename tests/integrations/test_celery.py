@@ -19,6 +19,8 @@ from biometrics import Collector, Counter, Gauge, InvalidValueError
 from biometrics.files import merged_page
 from biometrics.integrations import celery as hooks
 from biometrics.integrations.celery import instrument, uninstrument
+from biometrics.prometheus import Options
+from biometrics.runtime import emit_every
 
 from ..helpers import page_value, series_value
 
@@ -221,3 +223,25 @@ def test_uninstrument_stops_the_emission_and_disconnects(tmp_path: Path) -> None
 def test_bad_arguments_are_refused_at_instrument(arguments: dict[str, Any]) -> None:
     with pytest.raises(InvalidValueError):
         instrument(**arguments)
+
+
+def test_an_emission_the_app_started_is_adopted_not_doubled(tmp_path: Path) -> None:
+    """An app module that calls emit_every itself (as the README's emit_every recipe does) and
+    instrument(): one source for the process, so every task is counted once, and the worker's
+    shutdown still writes its final emission and # END."""
+    collector = Collector()
+    theirs = emit_every(3600, collector=collector, options=Options.per_process(tmp_path, "app"))
+    try:
+        instrumentation = instrument(spool=tmp_path, interval=3600, collector=collector)
+        _, click, _ = eager_app(collector)
+        signals.worker_init.send(sender=object())
+        assert instrumentation.emission is theirs
+        click.delay(1).get()
+        signals.worker_shutdown.send(sender=object())
+    finally:
+        theirs.stop()
+    text = page(tmp_path)
+    assert page_value(text, "app_clicks_total") == 1
+    assert page_value(text, 'celery_tasks_total{state="SUCCESS",task="click"}') == 1
+    (segment,) = tmp_path.glob("*.prom")
+    assert segment.name.startswith("app.") and segment.read_text().endswith("# END\n")

@@ -8,7 +8,10 @@ import logging
 import os
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +21,13 @@ import pytest
 import biometrics.gunicorn as config_module
 from biometrics import Collector, Counter
 from biometrics.errors import InvalidValueError, SpoolError
-from biometrics.integrations.gunicorn import SPOOL_MODE, GunicornMetrics, MasterExporter, Settings
+from biometrics.integrations.gunicorn import (
+    DRAIN_SECONDS,
+    SPOOL_MODE,
+    GunicornMetrics,
+    MasterExporter,
+    Settings,
+)
 from biometrics.prometheus import Options, SegmentEmitter
 from biometrics.runtime import emit_every, ensure_spool
 
@@ -59,7 +68,9 @@ def test_settings_read_every_variable(tmp_path: Path) -> None:
     ("name", "value"),
     [("BIOMETRICS_LISTEN", "9464"), ("BIOMETRICS_LISTEN", "localhost:99999"),
      ("BIOMETRICS_LISTEN", "::1:9464"), ("BIOMETRICS_INTERVAL", "0"),
-     ("BIOMETRICS_INTERVAL", "ten"), ("BIOMETRICS_FORGET_AFTER", "-1h")],
+     ("BIOMETRICS_INTERVAL", "ten"), ("BIOMETRICS_FORGET_AFTER", "-1h"),
+     # shorter than the interval's margin: live workers forgotten, then counted again
+     ("BIOMETRICS_FORGET_AFTER", "0"), ("BIOMETRICS_FORGET_AFTER", "15s")],
 )  # fmt: skip
 def test_settings_refuse_bad_values_naming_the_variable(name: str, value: str) -> None:
     """A value that cannot be used is an InvalidValueError naming the variable and the value."""
@@ -219,3 +230,39 @@ def test_an_app_emission_makes_ours_step_aside(tmp_path: Path) -> None:
         assert (next(tmp_path.glob("ours.*.prom")).read_text()).endswith("# END\n")
     finally:
         theirs.stop()
+
+
+def test_on_exit_does_not_wait_for_another_live_masters_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A USR2 upgrade: the old master exits while the new one's processes (same job, same host,
+    same spool) keep their segments open.  on_exit drains its own segments only: no wait of
+    DRAIN_SECONDS, no false "segments left" warning (before: both, at every upgrade)."""
+    spool = tmp_path / "spool"
+    monkeypatch.setenv("BIOMETRICS_SPOOL", str(spool))
+    monkeypatch.setenv("BIOMETRICS_LISTEN", "127.0.0.1:0")
+    monkeypatch.setenv("BIOMETRICS_INTERVAL", "60")
+    hooks = GunicornMetrics(Collector())
+    hooks.when_ready(server())
+    assert hooks.exporter is not None
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import sys\n"
+         "from biometrics import Collector, Counter\n"
+         "from biometrics.prometheus import Options, SegmentEmitter\n"
+         "c = Collector(); c.register(Counter('other')).click()\n"
+         f"e = SegmentEmitter(Options.per_process({str(spool)!r}, 'gunicorn'))\n"
+         "c.emit(e); e.flush(); print('open', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "open\n"
+        assert list(spool.glob(f"gunicorn.*.{other.pid}.*.prom")), "the other writer's segment"
+        with caplog.at_level(logging.INFO, logger=LOG.name):
+            began = time.monotonic()
+            hooks.on_exit(server())
+            took = time.monotonic() - began
+    finally:
+        other.communicate("", timeout=30)
+    assert not [r for r in caplog.records if "segments left" in r.getMessage()]
+    assert took < DRAIN_SECONDS, took
+    assert not list(spool.glob(f"gunicorn.*.{os.getpid()}.*.prom")), "ours were drained"

@@ -12,6 +12,8 @@ import pytest
 
 from biometrics import Collector, Counter
 from biometrics.integrations.uvicorn import EmittingApp, Message, Receive, Scope, Send, emitting
+from biometrics.prometheus import Options
+from biometrics.runtime import emit_every
 
 from ..helpers import spool_values
 
@@ -121,11 +123,12 @@ def test_no_spool_is_logged_and_the_app_still_answers(
 
 
 def test_an_app_failing_its_startup_still_ends_the_emission(spool: Path) -> None:
-    """The app raises after hearing startup: the error is the server's to see, the emission
-    has ended (final emission written)."""
+    """The app says its startup failed and raises: the server exits, so the emission has ended
+    (final emission written) before the error reaches it."""
 
     async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
         raise RuntimeError("no database")
 
     app = EmittingApp(broken, collector=Collector())
@@ -133,3 +136,49 @@ def test_an_app_failing_its_startup_still_ends_the_emission(spool: Path) -> None
         lifespan(app)
     assert app.emission is None
     assert next(spool.glob("uvicorn.*.prom")).read_text().endswith("# END\n")
+
+
+def test_an_app_without_lifespan_that_reads_first_is_served_with_metrics(spool: Path) -> None:
+    """A raw ASGI app that reads before it looks at the scope takes the startup message and
+    raises without a lifespan answer; uvicorn's default ``--lifespan auto`` takes that as "no
+    lifespan" and serves the app, so its emission must go on (before: stopped, no metrics)."""
+    from uvicorn.config import Config  # the real server's lifespan
+    from uvicorn.lifespan.on import LifespanOn
+
+    async def reads_first(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = EmittingApp(reads_first, collector=Collector())
+    config = Config(app, lifespan="auto", log_level="critical")
+    config.load()
+    server_lifespan = LifespanOn(config)
+
+    async def start() -> bool:
+        await server_lifespan.startup()
+        return server_lifespan.should_exit
+
+    assert asyncio.run(start()) is False, "uvicorn serves the app"
+    try:
+        assert app.emission is not None and app.emission.emit()
+        assert list(spool.glob("uvicorn.*.prom"))
+    finally:
+        app.stop()
+
+
+def test_an_emission_the_app_started_is_adopted_not_doubled(spool: Path) -> None:
+    """An app module that calls emit_every itself and is wrapped: the process is one source,
+    every count once, ended with # END at lifespan shutdown (before: two sources, 2x)."""
+    collector = Collector()
+    hits = collector.register(Counter("hits"))
+    theirs = emit_every(3600, collector=collector, options=Options.per_process(spool, "app"))
+    try:
+        app = EmittingApp(plain, collector=collector)
+        hits.count(3)
+        lifespan(app)
+    finally:
+        theirs.stop()
+    assert spool_values(spool, "hits_total") == [3]
+    (segment,) = spool.glob("*.prom")
+    assert segment.name.startswith("app.") and segment.read_text().endswith("# END\n")

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,25 @@ def test_a_full_disk_is_counted_and_the_next_emission_recovers(tmp_path: Path) -
             parsed = Parse(f)
             list(parsed)
         assert parsed.malformed == [], "an abandoned segment keeps only whole lines (+ a torn tail)"
+
+
+def test_stop_never_waits_longer_than_its_timeout_for_a_stuck_emission(tmp_path: Path) -> None:
+    """An emission stuck in a write (a stalled disk) must not hang the host's exit: the final
+    emission gives up after ``timeout``, counted as a failure; the complete lines stay."""
+    collector = Collector()
+    collector.register(Counter("jobs")).click()
+    emission = Emission(60.0, collector=collector, options=Options(prefix=tmp_path / "app."))
+    emission.start()
+    assert emission.emit() is True
+    emission._busy.acquire()  # what a write stuck in the kernel looks like to stop()
+    try:
+        started = time.monotonic()
+        emission.stop(timeout=0.2)
+        took = time.monotonic() - started
+    finally:
+        emission._busy.release()
+    assert took < 5.0, took
+    failures = emission._failures["TimeoutError"]
+    assert failures.read() == 1
+    written = spool_samples(tmp_path, "jobs_total")
+    assert [sample.value for samples in written.values() for sample in samples] == [1.0]

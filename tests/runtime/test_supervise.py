@@ -10,6 +10,7 @@ from biometrics.exporter.store import Store
 from biometrics.prometheus import Options, Parse, source_of
 from biometrics.runtime import supervise
 from biometrics.runtime.supervise import JobResult, JobRun, exit_code_for, job_sensors
+from biometrics.system import SystemSensors
 
 from ..helpers import page_value, series_value, spool_samples
 
@@ -165,3 +166,18 @@ def run_job_in(spool: Path, *argv: str) -> int:
 def test_python_is_a_command_too(tmp_path: Path) -> None:
     """The interpreter's own exit status passes through (a sanity check of argv handling)."""
     assert run_job(tmp_path, sys.executable, "-c", "raise SystemExit(7)") == 7
+
+
+def test_a_failing_metrics_step_never_changes_the_exit_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Usage that cannot be recorded (here: every update raises) loses metrics, never the
+    command's exit code (before: the error escaped after the command ran, the CLI then
+    reported it as "command not found" or a traceback)."""
+
+    def broken(self: SystemSensors, values: object) -> None:
+        raise OSError(5, "injected: usage not recorded")
+
+    monkeypatch.setattr(SystemSensors, "update", broken)
+    assert run_job(tmp_path, "sh", "-c", "exit 3") == 3
+    assert page_value(merged(tmp_path), f"biometrics_job_last_exit_code{JOB}") == 3

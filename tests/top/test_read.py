@@ -1,6 +1,9 @@
 """Reading a spool without touching it, as serve would merge it; fetch errors in one line."""
 
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -121,3 +124,32 @@ def test_fetch_errors_say_why(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/metrics"
     with pytest.raises(BiometricsError, match=f"GET {url}: .*refused"):
         fetch_snapshot(url, T0, timeout=5)
+
+
+def test_a_url_that_drips_its_page_fails_within_the_timeout() -> None:
+    """Each byte comes well within the socket timeout; the whole page never does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.wait(0.05):  # paced by the server under test's clock, not a sync
+                try:
+                    conn.sendall(b"#")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(BiometricsError, match="no whole page within 1 s"):
+            fetch_snapshot(f"http://127.0.0.1:{listener.getsockname()[1]}/metrics", 0, timeout=1)
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(10)
+    assert time.monotonic() - started < 8  # before the fix: 100000 x 50 ms

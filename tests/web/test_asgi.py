@@ -132,3 +132,19 @@ def test_pathsend_ends_the_response_and_a_later_error_is_not_counted_again() -> 
     values = samples(c)
     assert requests(values, "GET", "/file", "200") == 1
     assert requests(values, "GET", "/file", "500") is None
+
+
+def test_statuses_a_proxy_passes_on_are_bounded() -> None:
+    async def proxy(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": scope["upstream"], "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    c = Collector()
+    app = BiometricsASGIMiddleware(proxy, collector=c, route=lambda scope: "/up")
+    for status in (*range(1000, 1050), "200", None, 200):
+        run(app, {"type": "http", "method": "GET", "upstream": status}, [])
+    values = samples(c)
+    assert requests(values, "GET", "/up", "_OTHER") == 50
+    assert requests(values, "GET", "/up", "500") == 2  # not an int: no status the app gave
+    assert requests(values, "GET", "/up", "200") == 1
+    assert in_progress(values, "GET") == 0.0

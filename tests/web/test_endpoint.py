@@ -1,5 +1,7 @@
 import asyncio
 import logging
+import socket
+import threading
 import urllib.error
 import urllib.request
 from typing import Any
@@ -8,9 +10,10 @@ import pytest
 
 from biometrics import Collector, Counter, Gauge, default_collector
 from biometrics.prometheus import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, Sample, parse
-from biometrics.web import make_asgi_app, make_wsgi_app, start_http_server
+from biometrics.web import endpoint, make_asgi_app, make_wsgi_app, start_http_server
 from biometrics.web.asgi import Message
 
+from ..helpers import wait_for
 from ..integration._prometheus import free_port
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0, text/plain;q=0.5"
@@ -132,3 +135,38 @@ def test_start_http_server_on_ipv6_loopback() -> None:
             assert b"\njobs_done_total 1\n" in r.read()
     finally:
         server.close()
+
+
+def closed(client: socket.socket) -> bool:
+    """Whether the server closed ``client`` (a reset too: it had unread bytes from us)."""
+    try:
+        return client.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_start_http_server_bounds_connections_and_keeps_stderr_quiet(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A flood of silent clients holds at most MAX_CONNECTIONS threads; the rest are closed
+    at once, a timed-out client prints nothing, and scrapes work again once they are gone."""
+    monkeypatch.setattr(endpoint._Handler, "timeout", 3.0)
+    server = start_http_server(0, collector=collector_with_jobs(1))
+    threads = threading.active_count()
+    silent: list[socket.socket] = []
+    try:
+        for _ in range(endpoint.MAX_CONNECTIONS + 20):
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            client.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never the rest of the head
+            silent.append(client)
+        refused = [c for c in silent[endpoint.MAX_CONNECTIONS :] if closed(c)]
+        assert len(refused) == 20  # closed unanswered, not queued behind the others
+        assert threading.active_count() <= threads + endpoint.MAX_CONNECTIONS
+        wait_for(lambda: threading.active_count() <= threads, "the silent clients to time out")
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+            assert b"\njobs_done_total 1\n" in r.read()
+    finally:
+        for client in silent:
+            client.close()
+        server.close()
+    assert "Traceback" not in capfd.readouterr().err

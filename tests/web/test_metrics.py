@@ -55,3 +55,15 @@ def test_a_name_clash_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> 
     assert "cannot count" in caplog.records[0].getMessage()
     with pytest.raises(DuplicateSensorError):
         m.requests.labels("GET", "/", "200")
+
+
+def test_statuses_outside_100_to_599_share_one_label() -> None:
+    c = Collector()
+    m = HttpMetrics(c)
+    for status in ("99", "600", "1234", "abc", "2", "ééé", "", "200"):
+        m.leave(m.enter("GET"), "GET", "/", status, 0.001)
+    values = samples(c)
+    assert requests(values, "GET", "/", OTHER) == 7
+    assert requests(values, "GET", "/", "200") == 1
+    assert len([k for k in values if k[0] == "http_requests_total"]) == 2
+    assert len(m._done) == 2  # the hot path's cache is bounded too

@@ -131,3 +131,39 @@ def test_start_response_passes_exc_info_on() -> None:
     BiometricsWSGIMiddleware(retry, collector=c)({"REQUEST_METHOD": "GET"}, recorder)
     assert recorder.statuses == ["503 Service Unavailable"]
     assert requests(samples(c), "GET", UNMATCHED, "503") == 1
+
+
+def test_a_body_iterated_to_its_end_counts_even_if_the_server_never_closes_it() -> None:
+    c = Collector()
+    app = BiometricsWSGIMiddleware(stream, collector=c, route=lambda environ: "/stream")
+    assert list(call(app)) == [b"a", b"b"]  # a buggy server: no close()
+    values = samples(c)
+    assert requests(values, "GET", "/stream", "206") == 1
+    assert in_progress(values, "GET") == 0.0
+
+
+def test_a_body_abandoned_midway_counts_once() -> None:
+    c = Collector()
+    app = BiometricsWSGIMiddleware(stream, collector=c, route=lambda environ: "/stream")
+    body = call(app)
+    chunks = iter(body)
+    assert next(chunks) == b"a"
+    chunks.close()  # type: ignore[attr-defined]  # the client went away: the server stops
+    body.close()  # type: ignore[attr-defined]
+    values = samples(c)
+    assert requests(values, "GET", "/stream", "206") == 1
+    assert in_progress(values, "GET") == 0.0
+
+
+def test_a_hostile_status_line_makes_no_new_series() -> None:
+    def echo(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        start_response(environ["STATUS"], [])
+        return [b""]
+
+    c = Collector()
+    app = BiometricsWSGIMiddleware(echo, collector=c)
+    for status in ("999 Odd", "abc def", "2", "ééé x", "404 Not Found"):
+        call(app, extra={"STATUS": status})
+    values = samples(c)
+    assert requests(values, "GET", UNMATCHED, "_OTHER") == 4
+    assert requests(values, "GET", UNMATCHED, "404") == 1

@@ -20,6 +20,22 @@ _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
+MIN_FORGET_MS = 60_000
+"""``--forget-after`` below this would forget live writers between their emissions (10 s
+apart by default) and count their totals again when they come back."""
+
+
+def forget_after_ms(text: str) -> int:
+    """A ``--forget-after`` duration: at least a minute."""
+    value = duration_ms(text)
+    if value < MIN_FORGET_MS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is too short: a live writer quiet for that long (between two emissions) "
+            "would be forgotten and its totals counted again; give 1m or more, e.g. 1h"
+        )
+    return value
+
+
 def duration_ms(text: str) -> int:
     """``500ms``, ``30s``, ``15m``, ``2h``, ``7d`` (or a sum such as ``1h30m``) in milliseconds."""
     pos, total = 0, 0.0

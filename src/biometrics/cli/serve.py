@@ -16,7 +16,7 @@ from .._daemon.logfmt import LEVELS, configure
 from ..errors import BiometricsError, StateError
 from ..exporter import GAUGE_MODES, ExporterOptions, MergeRules
 from . import ship as ship_command
-from ._args import duration_ms, listen_address, positive
+from ._args import duration_ms, forget_after_ms, listen_address, positive
 from ._command import fail, reason
 
 __all__ = ["add_arguments", "run", "serve_arguments", "serve_spool"]
@@ -61,7 +61,7 @@ def serve_arguments(p: argparse.ArgumentParser, *, listen: str) -> None:
     )
     p.add_argument(
         "--forget-after",
-        type=duration_ms,
+        type=forget_after_ms,
         metavar="DURATION",
         help="drop sources not seen for this long (default: keep forever)",
     )

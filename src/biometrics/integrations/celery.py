@@ -49,6 +49,7 @@ from ..histogram import Histogram
 from ..prometheus import Options
 from ..runtime import Emission, emit_every
 from ..sensors import Counter
+from .gunicorn import other_emissions
 
 __all__ = ["CelerySettings", "Instrumentation", "instrument", "uninstrument"]
 
@@ -147,9 +148,18 @@ class Instrumentation:
             _SIGNALS[name].connect(receiver, weak=False, dispatch_uid=f"{_UID}.{name}")
 
     def start(self) -> Emission | None:
-        """Start this process's emission unless one runs; None when there is no spool."""
+        """Start this process's emission unless one runs; None without a spool.
+
+        An emission the app started on the same collector is adopted, not doubled.
+        """
         with self._lock:
             if self._emission is not None:
+                return self._emission
+            others = other_emissions(None, self.collector)
+            if others:  # the app's own emit_every: a second would count everything twice
+                LOGGER.warning("biometrics: the app runs emit_every itself; Celery's hooks "
+                               "end that emission at worker shutdown")  # fmt: skip
+                self._emission = others[0]
                 return self._emission
             spool = self.settings.spool or os.environ.get(SPOOL_VARIABLE) or None
             if spool is None:

@@ -95,14 +95,21 @@ class Settings:
             raise InvalidValueError(
                 f"BIOMETRICS_INTERVAL={interval:g}: give positive seconds, e.g. 10"
             )
+        forget_after = None if forget == "off" else _seconds("BIOMETRICS_FORGET_AFTER", forget)
+        if forget_after is not None and forget_after <= 2 * interval:
+            # A live worker silent that long is forgotten between two of its emissions, and
+            # its next one is counted again from its current value: every count doubled.
+            raise InvalidValueError(
+                f"BIOMETRICS_FORGET_AFTER={forget!r}: must be longer than two emission "
+                f"intervals (BIOMETRICS_INTERVAL={interval:g}s), or live workers are forgotten "
+                "and counted again; give e.g. 1h, or off"
+            )
         return cls(
             spool=os.path.abspath(spool) if spool else None,
             job=env.get("BIOMETRICS_JOB") or job,
             interval=interval,
             listen=parse_listen(env.get("BIOMETRICS_LISTEN", DEFAULT_LISTEN)),
-            forget_after_ms=None
-            if forget == "off"
-            else int(_seconds("BIOMETRICS_FORGET_AFTER", forget) * 1000),
+            forget_after_ms=None if forget_after is None else int(forget_after * 1000),
         )
 
 
@@ -142,9 +149,27 @@ def _give(path: str, uid: int | None, gid: int | None) -> None:
 
 
 def _job_part(spool: str, job: str) -> str:
-    """The start every segment of ``job`` has in ``spool`` (``web.``): what shutdown drains."""
-    prefix = os.path.basename(os.fspath(Options.per_process(spool, job, host="h", pid=0).prefix))
-    return prefix.split(".", 1)[0] + "."
+    """What every segment of ``job`` on this host starts with (``web.<host>.``): to drain."""
+    prefix = os.path.basename(os.fspath(Options.per_process(spool, job, pid=0).prefix))
+    return prefix.removesuffix("0.")
+
+
+def _writer_alive(name: str, job_part: str) -> bool:
+    """Whether segment ``name`` (``<job_part><pid>.<ms>.prom``) is another live process's.
+
+    At ``on_exit`` every worker of this master is gone, so such a writer is not ours: another
+    master on the spool (the new one of a USR2 upgrade), whose open segments stay open.
+    """
+    pid = name[len(job_part) :].partition(".")[0]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (EPERM: another user's)
+    return True
 
 
 class MasterExporter:
@@ -231,9 +256,11 @@ class MasterExporter:
         """Wait until no segment named ``job_part...`` is left in the spool; False if some were.
 
         The writers must have stopped: what they finished, the exporter consumes within a poll.
+        Segments of live writers other than this process are not waited for (they stay open).
         """
         deadline = time.monotonic() + timeout
         while any(name.startswith(job_part) and name.endswith(".prom")
+                  and not _writer_alive(name, job_part)
                   for name in _listing(self.options.spool)):  # fmt: skip
             if not self.alive or time.monotonic() >= deadline:
                 return False
@@ -292,8 +319,12 @@ def _listing(path: str) -> list[str]:
         return []
 
 
-def _other_emissions(mine: Emission | None, collector: Collector) -> list[Emission]:
-    """Emissions of ``collector`` running here besides ``mine``: an app that starts its own."""
+def other_emissions(mine: Emission | None, collector: Collector) -> list[Emission]:
+    """Emissions of ``collector`` running here besides ``mine``: an app that starts its own.
+
+    Two emissions of one collector in one process are two sources with the same counts, which
+    ``serve`` adds up: every hook here adopts the app's emission rather than start a second.
+    """
     return [e for e in running_emissions() if e is not mine and e.collector is collector]
 
 
@@ -329,7 +360,7 @@ class GunicornMetrics:
     def post_worker_init(self, worker: Any) -> None:
         """In a worker, the app loaded: if it started an emission of its own, ours steps aside."""
         try:
-            if self.emission is not None and _other_emissions(self.emission, self.collector):
+            if self.emission is not None and other_emissions(self.emission, self.collector):
                 worker.log.warning("biometrics: the app runs emit_every itself; ours stops in "
                                    "this worker, so nothing is counted twice")  # fmt: skip
                 self.emission.stop()
@@ -370,7 +401,7 @@ class GunicornMetrics:
         atexit.register(self._at_exit, log)
         if settings.listen is not None:
             self._start_exporter(self.spool, settings, log)
-        others = _other_emissions(None, self.collector)
+        others = other_emissions(None, self.collector)
         if others:
             log.warning("biometrics: an emission already runs in the master (the app's, with "
                         "--preload); the workers inherit it, no second one started")  # fmt: skip

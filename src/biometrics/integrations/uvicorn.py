@@ -28,7 +28,7 @@ from ..collector import Collector, default_collector
 from ..errors import InvalidValueError
 from ..prometheus import Options
 from ..runtime import Emission, emit_every, ensure_spool
-from .gunicorn import SPOOL_MODE, Settings
+from .gunicorn import SPOOL_MODE, Settings, other_emissions
 
 __all__ = ["ASGIApp", "EmittingApp", "emitting"]
 
@@ -64,6 +64,12 @@ class EmittingApp:
                 raise InvalidValueError("BIOMETRICS_SPOOL is not set: name the spool every worker "
                                   "and `biometrics serve` share")  # fmt: skip
             ensure_spool(settings.spool, SPOOL_MODE)
+            others = other_emissions(None, self.collector)
+            if others:  # the app's own emit_every: a second would count everything twice
+                LOGGER.warning("biometrics: the app runs emit_every itself; process %s emits "
+                               "through it, ended at lifespan shutdown", os.getpid())  # fmt: skip
+                self.emission = others[0]
+                return self.emission
             options = Options.per_process(settings.spool, settings.job)
             self.emission = emit_every(settings.interval, collector=self.collector,
                                        options=options)  # fmt: skip
@@ -84,7 +90,7 @@ class EmittingApp:
             await self.app(scope, receive, send)
             return
         self.start()
-        heard = False
+        heard = answered = False
 
         async def receive_inner() -> Message:
             nonlocal heard
@@ -92,6 +98,8 @@ class EmittingApp:
             return await receive()
 
         async def send_inner(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"].startswith("lifespan.")
             if message["type"].startswith("lifespan.shutdown."):
                 self.stop()  # before the server is told it may exit
             await send(message)
@@ -99,8 +107,13 @@ class EmittingApp:
         try:
             await self.app(scope, receive_inner, send_inner)
         except Exception:
+            if heard and answered:
+                self.stop()  # its startup failed, or its shutdown did: the process is ending
+                raise
             if heard:
-                self.stop()
+                # It took the startup message and raised without a lifespan answer: an app
+                # without lifespan that reads first.  uvicorn's default (``--lifespan auto``)
+                # then serves it anyway, so the emission goes on (atexit ends it).
                 raise
             LOGGER.debug("biometrics: the app has no lifespan; biometrics answers it")
         else:

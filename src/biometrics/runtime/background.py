@@ -216,7 +216,7 @@ class Emission:
         """Emit now, in the caller's thread; False (and counted, logged) when it failed."""
         return self._emit(final=False)
 
-    def _emit(self, *, final: bool) -> bool:
+    def _emit(self, *, final: bool, wait: float = -1) -> bool:
         """One emission, and its segment finished if it is the segment's last.
 
         That is: with ``finish_each``, ``final``, or when the next emission (an ``interval``
@@ -224,40 +224,50 @@ class Emission:
         the next emission means every series is written again ``flush_interval`` after the
         segment began (not an interval later), and readers of finished segments get it an
         interval sooner.  The segment is finished even when a sensor or bridge failed: the
-        lines the others wrote are whole.
+        lines the others wrote are whole.  ``wait``: at most that long for an emission in
+        progress (a final one from ``stop()``: a write stuck on a stalled disk must not hang
+        the host's exit; the segment's complete lines are kept anyway).
         """
-        with self._busy:
-            if self.emitter.path is None and not self._ensure_spool():
-                return False  # no segment can be made: counted, tried again next time
-            for poll in self._polls:
-                with contextlib.suppress(Exception):
-                    poll()
-            target: Any = self.emitter
-            if self._baseline:
-                if self._since_fork is None:
-                    self._since_fork = _SinceFork(self.emitter, self._baseline)
-                target = self._since_fork
-            now_ms = self._clock()
-            ok = True
-            for bridge in self._bridges:
-                try:
-                    bridge.emit(self.emitter, now_ms)
-                except Exception as e:  # the host must never see our failures
-                    self._failed(e)
-                    ok = False
+        if not self._busy.acquire(timeout=wait):
+            self._failed(TimeoutError(f"an emission still in progress after {wait} s"))
+            return False
+        try:
+            return self._emit_now(final=final)
+        finally:
+            self._busy.release()
+
+    def _emit_now(self, *, final: bool) -> bool:
+        if self.emitter.path is None and not self._ensure_spool():
+            return False  # no segment can be made: counted, tried again next time
+        for poll in self._polls:
+            with contextlib.suppress(Exception):
+                poll()
+        target: Any = self.emitter
+        if self._baseline:
+            if self._since_fork is None:
+                self._since_fork = _SinceFork(self.emitter, self._baseline)
+            target = self._since_fork
+        now_ms = self._clock()
+        ok = True
+        for bridge in self._bridges:
             try:
-                self.collector.emit(target, now_ms)
+                bridge.emit(self.emitter, now_ms)
+            except Exception as e:  # the host must never see our failures
+                self._failed(e)
+                ok = False
+        try:
+            self.collector.emit(target, now_ms)
+        except Exception as e:
+            self._failed(e)
+            ok = False
+        # (final: the end-of-source marker is written here, before the segment is finished)
+        if final or self.finish_each or self._segment_due(now_ms):
+            try:
+                self.emitter.end(now_ms) if final else self.emitter.close()
             except Exception as e:
                 self._failed(e)
                 ok = False
-            # (final: the end-of-source marker is written here, before the segment is finished)
-            if final or self.finish_each or self._segment_due(now_ms):
-                try:
-                    self.emitter.end(now_ms) if final else self.emitter.close()
-                except Exception as e:
-                    self._failed(e)
-                    ok = False
-            return ok
+        return ok
 
     def _ensure_spool(self) -> bool:
         try:
@@ -309,7 +319,7 @@ class Emission:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        self._emit(final=True)
+        self._emit(final=True, wait=timeout)
         _forks.forget(self)
         _running.discard(self)
 

@@ -136,12 +136,17 @@ def supervise(
     started_ms, began = clock(), time.monotonic()
 
     def emit(usage: dict[str, int], code: int | None = None) -> None:
-        if job is not None and code is not None:
-            run = JobRun(job, code, started_ms, clock(), time.monotonic() - began)
-            with contextlib.suppress(Exception):
+        """One emission, whatever fails in it dropped (a full disk, a bad reading, a clock).
+
+        So it can neither lose the exit code nor report a run that did not fail as failed.
+        """
+        with contextlib.suppress(Exception):
+            if job is not None and code is not None:
+                run = JobRun(job, code, started_ms, clock(), time.monotonic() - began)
                 collector.register_missing(*job_sensors(run))
-        sensors.update(usage)
-        with contextlib.suppress(Exception):  # a full disk must not lose the exit code
+        with contextlib.suppress(Exception):
+            sensors.update(usage)
+        with contextlib.suppress(Exception):
             collector.emit(emitter, clock())
 
     try:

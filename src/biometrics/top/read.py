@@ -13,8 +13,10 @@ again is harmless.  Each refresh reads only what segments gained since the last 
 from __future__ import annotations
 
 import errno
+import http.client
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ _STAMP = re.compile(rb"# EMITTED ([0-9]{1,19})\n")
 _KEPT_PROBLEMS = 20
 """Problems remembered per segment: the first ones say what is wrong."""
 _MAX_PAGE = 256 << 20
+_CHUNK = 1 << 20
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -195,16 +198,38 @@ def _pread_all(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+def _read_by(answer: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The body, at most ``_MAX_PAGE + 1`` bytes, read by ``deadline``.
+
+    The socket timeout bounds each read only: a server that sends a byte now and then would
+    otherwise hold the view (and its q key) for as long as it likes.
+    """
+    parts: list[bytes] = []
+    got = 0
+    while got <= _MAX_PAGE:  # bounded: each turn reads a byte or more, or stops
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        part = answer.read1(min(_CHUNK, _MAX_PAGE + 1 - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
 def fetch_snapshot(url: str, now_ms: int, *, timeout: float = 10.0) -> Snapshot:
-    """GET ``url`` (a ``/metrics`` page, 0.0.4 asked for) as a snapshot.
+    """GET ``url`` (a ``/metrics`` page, 0.0.4 asked for) as a snapshot, within ``timeout``.
 
     A failure is a :class:`~biometrics.errors.BiometricsError` saying why, in one line.  A page
     has no sources; ``serve``'s ``biometrics_exporter_sources`` says how many it holds.
     """
     request = urllib.request.Request(url, headers={"Accept": TEXT_CONTENT_TYPE})
+    deadline = time.monotonic() + timeout
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
-            body = answer.read(_MAX_PAGE + 1)
+            body = _read_by(answer, deadline)
+    except TimeoutError as e:
+        raise BiometricsError(f"GET {url}: no whole page within {timeout:g} s") from e
     except urllib.error.HTTPError as e:
         raise BiometricsError(f"GET {url}: HTTP {e.code} {e.reason}") from e
     except (OSError, ValueError) as e:  # URLError, timeouts, refused, a malformed URL

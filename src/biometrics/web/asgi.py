@@ -54,8 +54,9 @@ class _Exchange:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if kind == "http.response.start":
-            self.status = int(message["status"])
+        if kind == "http.response.start":  # a bad status is the server's to refuse, not ours
+            status = message.get("status")
+            self.status = int(status) if isinstance(status, int) else 0
         elif (
             kind == "http.response.body" and not message.get("more_body", False)
         ) or kind == "http.response.pathsend":

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import socketserver
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..collector import Collector, default_collector
@@ -34,7 +37,15 @@ from .asgi import ASGIApp, Receive, Scope, Send
 from .metrics import LOGGER, ROUTE_KEY
 from .wsgi import StartResponse, WSGIApp, WSGIEnviron
 
-__all__ = ["SCRAPE_ROUTE", "MetricsServer", "make_asgi_app", "make_wsgi_app", "start_http_server"]
+__all__ = [
+    "CLIENT_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "SCRAPE_ROUTE",
+    "MetricsServer",
+    "make_asgi_app",
+    "make_wsgi_app",
+    "start_http_server",
+]
 
 
 class _Page:
@@ -155,8 +166,59 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
+MAX_CONNECTIONS = 32
+"""Connections :func:`start_http_server` answers at once.  One more is closed unanswered: a
+thread and a descriptor each, a flood of clients (or of slow ones) costs the host process at
+most this many of either, never its own descriptors.  A scrape takes milliseconds."""
+CLIENT_TIMEOUT = 10.0
+"""Seconds a client may take over each read or write before its connection is dropped."""
+
+
 class _Server(ThreadingMixIn, WSGIServer):
+    """The stdlib threaded WSGI server, bounded: :data:`MAX_CONNECTIONS`, no stderr noise."""
+
     daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        """Bind without ``HTTPServer``'s reverse DNS lookup (``getfqdn``) of the address.
+
+        That lookup can stall the host's start-up for a resolver timeout; the page never uses
+        the name.
+        """
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection if a slot is free; else it is closed at once."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: the slot is free again
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection on its thread, then give its slot back."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out or went away: a debug line, not a traceback.
+
+        The base class prints one on the host's stderr, which any client could then fill.
+        """
+        LOGGER.debug("biometrics: /metrics client %s: %r", client_address, sys.exc_info()[1])
 
 
 class _Server6(_Server):
@@ -164,7 +226,7 @@ class _Server6(_Server):
 
 
 class _Handler(WSGIRequestHandler):
-    timeout = 30  # a client that sends nothing does not hold a thread for ever
+    timeout = CLIENT_TIMEOUT  # a client that sends nothing does not hold a slot for ever
 
     def log_message(self, format: str, *args: object) -> None:
         """Scrapes are not logged (every 15 s, for ever)."""
@@ -196,7 +258,9 @@ def start_http_server(
 
     Listens on loopback by default (``prometheus_client`` listens on every interface; pass
     ``addr="0.0.0.0"`` or ``"::"`` for that).  A port in use raises ``OSError`` here, at the
-    call, not later.
+    call, not later.  At most :data:`MAX_CONNECTIONS` clients are answered at once, each
+    dropped after :data:`CLIENT_TIMEOUT` seconds of silence; a client's failure is never
+    printed to the host's stderr.
     """
     server_class = _Server6 if ":" in addr else _Server
     server = make_server(addr, port, make_wsgi_app(collector), server_class, _Handler)

@@ -11,8 +11,10 @@ Three families, named as the Prometheus naming guide and most exporters name the
 Every label is bounded: ``route`` is the route *template* the framework matched
 (``/items/{item_id}``), never the raw path, and :data:`UNMATCHED` when nothing matched (a scan
 of random URLs makes no new series); ``method`` is one of :data:`METHODS` or :data:`OTHER`;
-``status`` is the three-digit code.  The in-flight gauge has no route because a middleware
-counts a request in before the framework has routed it.
+``status`` is the three-digit code from 100 to 599, and :data:`OTHER` for anything else an app
+(or an upstream it proxies) sends, so a broken backend cannot make a series per status.  The
+in-flight gauge has no route because a middleware counts a request in before the framework
+has routed it.
 
 The hot path is one dict lookup per request for the counter and histogram children (cached by
 ``(method, route, status)`` as bound methods) plus a locked add and subtract on the gauge.
@@ -41,6 +43,7 @@ __all__ = [
     "OTHER",
     "REQUESTS",
     "ROUTE_KEY",
+    "STATUSES",
     "UNMATCHED",
     "HttpMetrics",
     "http_metrics",
@@ -61,7 +64,10 @@ METHODS = frozenset(
 )
 """Methods that are their own label value; a client can send any token as a method."""
 OTHER = "_OTHER"
-"""The method label of every other method (OpenTelemetry's name for it)."""
+"""The method label of every other method (OpenTelemetry's name for it), and the status label
+of every status outside 100-599."""
+STATUSES = frozenset(str(code) for code in range(100, 600))
+"""Status labels kept as they are: one set lookup per request bounds the label."""
 
 _Done = tuple[Callable[[], object], Callable[[float], None]]
 
@@ -118,6 +124,8 @@ class HttpMetrics:
         """Count a request out: the gauge down, the counter and histogram of its labels up."""
         if gauge is not None:
             gauge.inc(-1.0)
+        if status not in STATUSES:
+            status = OTHER
         done = self._done.get((method, route, status))
         if done is None:
             done = self._children(method, route, status)

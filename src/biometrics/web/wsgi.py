@@ -1,12 +1,15 @@
 """WSGI middleware: every request counted and timed until its response body is done.
 
 ``app = BiometricsWSGIMiddleware(app)`` (Flask: :func:`biometrics.web.flask.instrument`).  The
-latency runs from the call until the server closes the response iterable, which it does once
-the last byte is handed to the socket, so a streamed body is timed to its end.  A list body
-(already made) and a ``wsgi.file_wrapper`` (sent by ``sendfile``) are done when the app
-returns; the file wrapper is passed through untouched so the server can still use
-``sendfile``.  An exception out of the app, or out of the body while it is iterated, counts
-as status 500 and propagates unchanged.
+latency runs from the call until the body is done: its iteration ended (the server asks for
+the next chunk only once it has handed the last one to the socket, so a streamed body is timed
+to its end), or was abandoned (a client gone), or, if the server never iterated, it closed the
+iterable.  Not waiting for ``close()`` alone matters: a server that forgets it would leave the
+request uncounted and the in-flight gauge up for ever.  A list body (already made) and a
+``wsgi.file_wrapper`` (sent by ``sendfile``) are done when the app returns; the file wrapper is
+passed through untouched so the server can still use ``sendfile``.  An exception out of the
+app, or out of the body while it is iterated, counts as status 500 and propagates unchanged.
+Each request is counted once, whichever of these comes first.
 
 The route label is read after the app has run, when the framework has routed: a string left
 in ``environ["biometrics.route"]`` (what the Flask hook does), else ``route(environ)`` when
@@ -36,7 +39,9 @@ WSGIApp = Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]
 class _Request:
     """One request's state: its own ``start_response``, the in-flight gauge, the start time."""
 
-    __slots__ = ("environ", "failed", "gauge", "method", "middleware", "start", "started", "status")
+    __slots__ = (
+        "done", "environ", "failed", "gauge", "method", "middleware", "start", "started", "status",
+    )  # fmt: skip
 
     def __init__(
         self, middleware: BiometricsWSGIMiddleware, environ: WSGIEnviron, start: StartResponse
@@ -46,6 +51,7 @@ class _Request:
         self.start = start
         self.status = ""
         self.failed = False
+        self.done = False
         self.method = method = str(environ.get("REQUEST_METHOD", "GET"))
         self.gauge: Gauge = middleware.metrics.enter(method)
         self.started = time.perf_counter()
@@ -59,6 +65,10 @@ class _Request:
         return self.start(status, headers, exc_info)
 
     def finish(self) -> None:
+        """Count the request out, the first time only."""
+        if self.done:
+            return
+        self.done = True
         seconds = time.perf_counter() - self.started
         try:
             status = "500" if self.failed or not self.status else self.status[:3]
@@ -69,23 +79,24 @@ class _Request:
 
 
 class _Body:
-    """The app's response iterable, seen through: finishes the request when closed."""
+    """The app's response iterable, seen through: finishes the request when it is done."""
 
-    __slots__ = ("_body", "_finished", "_request")
+    __slots__ = ("_body", "_request")
 
     def __init__(self, body: Iterable[bytes], request: _Request) -> None:
         self._body = body
         self._request = request
-        self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._body
-        except GeneratorExit:
+        except GeneratorExit:  # abandoned: the client went away, the server stopped asking
             raise
         except BaseException:
             self._request.failed = True
             raise
+        finally:
+            self._request.finish()
 
     def close(self) -> None:
         try:
@@ -96,9 +107,7 @@ class _Body:
             self._request.failed = True
             raise
         finally:
-            if not self._finished:
-                self._finished = True
-                self._request.finish()
+            self._request.finish()
 
 
 class BiometricsWSGIMiddleware:
