@@ -153,3 +153,28 @@ def test_a_url_that_drips_its_page_fails_within_the_timeout() -> None:
         listener.close()
         thread.join(10)
     assert time.monotonic() - started < 8  # before the fix: 100000 x 50 ms
+
+
+def test_a_huge_segment_is_read_over_several_refreshes_never_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most ``MAX_READ`` bytes of a segment per refresh; one with no whole emission in that
+    much is reported once and left until it changes, never read in a loop."""
+    from biometrics.top import read
+
+    monkeypatch.setattr(read, "MAX_READ", 80)
+    seg = tmp_path / f"w.{T0}.prom"
+    emissions = [b"jobs_total %d %d\n# EMITTED %d\n" % (n, T0 + n, T0 + n) for n in (1, 2, 3)]
+    seg.write_bytes(b"# TYPE jobs_total counter\n" + b"".join(emissions))
+    assert seg.stat().st_size > 80
+    reader = SpoolReader(tmp_path)
+    seen = [reader.read(T0 + 10).counters.get(JOBS) for _ in range(3)]
+    assert seen[0] in (1, 2) and seen[-1] == 3  # more than one refresh, then all of it
+    huge = tmp_path / f"x.{T0}.prom"
+    big = b"".join(b"jobs_total %d %d\n" % (n, T0 + 5) for n in range(20))  # one emission
+    huge.write_bytes(
+        b"jobs_total 0 %d\n# EMITTED %d\n" % (T0, T0) + big + b"# EMITTED %d\n" % (T0 + 5)
+    )
+    problems = [reader.read(T0 + 20 + k).problems for k in range(3)]
+    assert any("no whole emission in 80 bytes" in p for p in problems[-1])
+    assert problems[-1] == problems[-2]  # said once, and the file is not read again

@@ -132,18 +132,25 @@ class SpoolReader:
             if (st.st_size, st.st_mtime_ns) == (record.size, record.mtime_ns):
                 return
             record.size, record.mtime_ns = st.st_size, st.st_mtime_ns
-            data = _pread_all(fd, st.st_size - record.offset, record.offset)
+            want = st.st_size - record.offset
+            data = _pread_all(fd, min(want, MAX_READ), record.offset)
         except OSError as e:
             self._note(name, f"{path}:0: cannot read ({e.strerror}); skipped")
             return
         finally:
             os.close(fd)
-        self._fold(source, name_ms, path, record=record, data=data, book=book)
+        if want > MAX_READ:  # the rest at the next refresh, unless nothing whole came of this
+            record.size = -1
+        cut = self._fold(source, name_ms, path, record=record, data=data, book=book)
+        if want > MAX_READ and not cut:
+            record.size = st.st_size  # left until the file changes: never read in a loop
+            self._note(name, f"{path}:{record.line}: no whole emission in {MAX_READ} bytes; "
+                       "the rest of this segment is not shown")  # fmt: skip
 
     def _fold(
         self, source: str, name_ms: int, path: str, *, record: _File, data: bytes, book: _Source
-    ) -> None:
-        """Fold the whole emissions of ``data`` (what follows ``record.offset``)."""
+    ) -> int:
+        """Fold the whole emissions of ``data`` (what follows ``record.offset``); bytes taken."""
         record.marked = record.marked or EMITTED in data
         if record.marked:
             cut = whole_end(data, at_line_start=True)
@@ -152,7 +159,7 @@ class SpoolReader:
         else:  # another writer's (the Rust crate's), written whole: up to its last line
             cut = data.rfind(b"\n") + 1
         if not cut:
-            return
+            return 0
         part = data[:cut]
         parsed = self.store.ingest_bytes(source, part, name_ms, path=path,
                                          first_line=record.line, types=record.types)  # fmt: skip
@@ -165,6 +172,7 @@ class SpoolReader:
             book.last_ms = max(book.last_ms, int(stamps[-1]))
         if name_ms >= book.newest_file_ms:
             book.ended = part.endswith(END_LINE)
+        return cut
 
     def _note(self, name: str, problem: str) -> None:
         record = self._files.setdefault(name, _File(-1))
@@ -184,6 +192,10 @@ class SpoolReader:
         cutoff = now_ms - self.forget_after_ms
         self._sources = {n: s for n, s in self._sources.items()
                          if s.files or s.last_ms >= cutoff}  # fmt: skip
+
+
+MAX_READ = 64 << 20
+"""Bytes read of one segment per refresh: a huge segment is read over several, never whole."""
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:

@@ -200,7 +200,9 @@ def run_curses(
                 return 0
             if time.monotonic() >= due:
                 frame = next_frame()
-                due = max(due + interval, time.monotonic())
+                due = max(
+                    due + interval, time.monotonic() + interval / 2
+                )  # a slow read: still a pause
         return 0
 
     try:
