@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from benchmarks import exporter, http_idle, process, segments, sensors, ship
+from benchmarks import exporter, http_idle, process, segments, sensors, ship, web
 from benchmarks._machine import describe
 
 
@@ -18,6 +18,7 @@ def main() -> int:
     ship.run(quick=args.quick)
     process.run(quick=args.quick)
     http_idle.run(quick=args.quick)
+    web.run(quick=args.quick)
     return 0
 
 
