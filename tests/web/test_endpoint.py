@@ -1,9 +1,11 @@
 import asyncio
+import gzip as gz
 import logging
 import socket
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -170,3 +172,31 @@ def test_start_http_server_bounds_connections_and_keeps_stderr_quiet(
             client.close()
         server.close()
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_page_is_gzipped_for_a_scraper_that_takes_it() -> None:
+    """As serve's page: 1 KiB or more and ``Accept-Encoding: gzip`` give a gzipped body."""
+    collector = Collector()
+    for i in range(60):
+        collector.register(Counter(f"jobs.{i}")).click()
+    app = make_wsgi_app(collector)
+    got: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], *exc: object
+    ) -> Callable[[bytes], object]:
+        got.append((status, headers))
+        return lambda data: None
+
+    plain = b"".join(app({"REQUEST_METHOD": "GET"}, start_response))
+    packed = b"".join(app({"REQUEST_METHOD": "GET", "HTTP_ACCEPT_ENCODING": "gzip"},
+                          start_response))  # fmt: skip
+    assert len(plain) >= 1024 and ("Content-Encoding", "gzip") not in got[0][1]
+    assert ("Content-Encoding", "gzip") in got[1][1]
+
+    def jobs(page: bytes) -> list[bytes]:  # the collector's own counters move between scrapes
+        return [line for line in page.splitlines() if line.startswith(b"jobs_")]
+
+    assert jobs(gz.decompress(packed)) == jobs(plain) and len(jobs(plain)) == 60
+    assert len(packed) < len(plain)
+    assert dict(got[1][1])["Content-Length"] == str(len(packed))

@@ -9,20 +9,17 @@ must be cheap.
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..prometheus import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from ..prometheus.negotiation import accepts_gzip, wants_openmetrics
+from ..prometheus.negotiation import gzipped, wants_openmetrics
 from .daemon import Exporter
 
 __all__ = ["StartResponse", "WSGIApp", "make_app", "wants_openmetrics"]
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-_GZIP_MIN = 1024
 
 
 def make_app(exporter: Exporter) -> WSGIApp:
@@ -45,8 +42,9 @@ def make_app(exporter: Exporter) -> WSGIApp:
             ("Content-Type", OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE),
             ("Vary", "Accept, Accept-Encoding"),
         ]
-        if len(body) >= _GZIP_MIN and accepts_gzip(environ.get("HTTP_ACCEPT_ENCODING", "")):
-            body = gzip.compress(body, compresslevel=1, mtime=0)
+        packed = gzipped(body, environ.get("HTTP_ACCEPT_ENCODING", ""))
+        if packed is not None:
+            body = packed
             headers.append(("Content-Encoding", "gzip"))
         return _reply(start_response, "200 OK", body, method, headers)
 

@@ -6,7 +6,12 @@ scraper gets the same answer from each; standard library only.
 
 from __future__ import annotations
 
-__all__ = ["accepts_gzip", "wants_openmetrics"]
+import gzip
+
+__all__ = ["GZIP_MIN", "accepts_gzip", "gzipped", "wants_openmetrics"]
+
+GZIP_MIN = 1024
+"""A page this long or longer is gzipped for a scraper that takes it; shorter ones gain nothing."""
 
 
 def _q(params: list[str]) -> float:
@@ -48,3 +53,13 @@ def accepts_gzip(header: str) -> bool:
         if coding.strip().lower() in ("gzip", "x-gzip") and _q(params) > 0:
             return True
     return False
+
+
+def gzipped(body: bytes, accept_encoding: str) -> bytes | None:
+    """``body`` gzipped when the scraper takes gzip and the page is worth it, else None.
+
+    Level 1: a page compresses ~10x at a fraction of level 9's CPU.
+    """
+    if len(body) < GZIP_MIN or not accepts_gzip(accept_encoding):
+        return None
+    return gzip.compress(body, compresslevel=1, mtime=0)

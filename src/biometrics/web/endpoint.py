@@ -31,7 +31,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..collector import Collector, default_collector
 from ..prometheus import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, SlashMetrics
-from ..prometheus.negotiation import wants_openmetrics
+from ..prometheus.negotiation import gzipped, wants_openmetrics
 from ..system import RuntimeSensors, SystemSensors
 from .asgi import ASGIApp, Receive, Scope, Send
 from .metrics import LOGGER, ROUTE_KEY
@@ -100,10 +100,12 @@ def make_wsgi_app(collector: Collector | None = None) -> WSGIApp:
             ])  # fmt: skip
             return [_NOT_GET]
         body, content_type = page.render(str(environ.get("HTTP_ACCEPT", "")))
-        start_response("200 OK", [
-            ("Content-Type", content_type), ("Content-Length", str(len(body))),
-            ("Vary", "Accept"),
-        ])  # fmt: skip
+        headers = [("Content-Type", content_type), ("Vary", "Accept, Accept-Encoding")]
+        packed = gzipped(body, str(environ.get("HTTP_ACCEPT_ENCODING", "")))
+        if packed is not None:
+            body = packed
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
         return [] if method == "HEAD" else [body]
 
     return app
@@ -135,10 +137,17 @@ class _MetricsASGIApp:
             plain = b"text/plain; charset=utf-8"
             await _answer(send, 405, _NOT_GET, plain, [(b"allow", b"GET, HEAD")])
             return
-        accept = b", ".join(v for k, v in scope.get("headers", ()) if k.lower() == b"accept")
+        headers = scope.get("headers", ())
+        accept = b", ".join(v for k, v in headers if k.lower() == b"accept")
+        encodings = b", ".join(v for k, v in headers if k.lower() == b"accept-encoding")
         body, content_type = self._page.render(accept.decode("latin-1"))
+        extra = [(b"vary", b"Accept, Accept-Encoding")]
+        packed = gzipped(body, encodings.decode("latin-1"))
+        if packed is not None:
+            body = packed
+            extra.append((b"content-encoding", b"gzip"))
         await _answer(send, 200, b"" if method == "HEAD" else body, content_type.encode(),
-                      [(b"vary", b"Accept")], length=len(body))  # fmt: skip
+                      extra, length=len(body))  # fmt: skip
 
 
 def make_asgi_app(collector: Collector | None = None) -> ASGIApp:
