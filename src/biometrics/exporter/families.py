@@ -94,13 +94,15 @@ def page_names(name: str, kind: str) -> tuple[str, ...]:
 class PageNames:
     """Which family holds each name the page shows, and each family's kind."""
 
-    __slots__ = ("_holders", "kinds")
+    __slots__ = ("_holders", "kinds", "version")
 
     def __init__(self) -> None:
         self._holders: dict[str, str] = {}
         """Every name a family puts on the page -> the family, so two never collide."""
         self.kinds: dict[str, ReadingKind] = {}
         """Family name -> kind, for segments whose samples come before their TYPE line."""
+        self.version = 0
+        """Moves on whenever ``kinds`` changes: what was decided from it may be kept till then."""
 
     def holder(self, name: str, kind: str) -> str | None:
         """The family already holding a name family ``name`` would render, if any (described)."""
@@ -120,6 +122,7 @@ class PageNames:
                                      f"{holders[out]!r} does")  # fmt: skip
                 holders[out] = name
         self.kinds[name] = kind
+        self.version += 1
 
     def release(self, name: str, kind: str) -> None:
         """Family ``name`` is gone: the names it rendered are free again."""
@@ -127,3 +130,4 @@ class PageNames:
             if self._holders.get(out) == name:
                 del self._holders[out]
         self.kinds.pop(name, None)
+        self.version += 1

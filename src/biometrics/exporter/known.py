@@ -42,7 +42,16 @@ from .merge import CounterSeries, GaugeSeries, HistogramSeries, Series
 from .render import label_text
 from .rules import with_source
 
-__all__ = ["BLOCK", "Folded", "KnownLines", "SourceLines", "fold_known", "learn_line", "text_lines"]
+__all__ = [
+    "BLOCK",
+    "Folded",
+    "KnownLines",
+    "SourceLines",
+    "declares_nothing_new",
+    "fold_known",
+    "learn_line",
+    "text_lines",
+]
 
 BLOCK = 8192
 """Lines per hold of the store lock, as the general path's readings per chunk."""
@@ -75,6 +84,8 @@ class SourceLines:
     meta: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     """A metadata line -> ``(HELP or TYPE, name, text)``: a TYPE line still declares, a HELP
     line is taken only while it is the help the store shows (the last one seen wins)."""
+    types_ok: dict[str, int] = field(default_factory=dict)
+    """A TYPE line -> the store's kinds version when it was found to declare nothing new."""
     misses: int = 0
     """Parts in a row the fold gave up on."""
     skip: int = 0
@@ -198,6 +209,24 @@ def learn_line(  # noqa: PLR0911, PLR0917 - a sequence of refusals, bound once b
     return series
 
 
+def declares_nothing_new(held: Mapping[str, str], name: str, kind: str) -> bool:
+    """Whether a segment's ``# TYPE name kind`` reads every sample name as the store's kinds do.
+
+    Known series texts were learned under the store's kinds (``held``); a declaration that
+    would read some sample name otherwise (``g`` declared a counter while the store holds the
+    gauge ``g``) leaves the part to the general path.  A declaration changes the reading of
+    its own name only: the kind it gives must be the one the store's kinds give (a Rust
+    ``http_requests counter`` is the store's ``http_requests_total``), and the name must not
+    stop being read as a part of a histogram the store holds.
+    """
+    before = SampleKinds(held)
+    if before.kind_of(name) != kind:
+        return False
+    after = SampleKinds(held)
+    after.declare(name, kind)
+    return after.classify(name) == before.classify(name)
+
+
 @dataclass(frozen=True, slots=True)
 class Folded:
     """What :func:`fold_known` did with a part (``whole`` False: the caller folds it again)."""
@@ -265,13 +294,24 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
     lock: AbstractContextManager[Any],
     types: MutableMapping[str, str] | None,
     helps: Mapping[str, str],
+    held_kinds: Mapping[str, str],
+    kinds_version: int,
+    max_slots: int,
 ) -> Folded:
     """Fold ``lines`` (one part of a segment, newline-free, none torn) if every one is known.
 
-    ``types`` collects the part's TYPE declarations, as the general path would.  A histogram's
-    lines are taken as one group, right after its first bucket (one iterator feeds both loops).
+    ``types`` collects the part's TYPE declarations, as the general path would, once the part
+    folded whole (a part given up on is read again, and must find ``types`` as it was).  A
+    TYPE line is taken only if it reads every name as the store's kinds (``held_kinds``) do
+    (:func:`declares_nothing_new`, asked once per line while ``kinds_version`` stays): the known
+    series texts were learned under them.  At most
+    ``max_slots`` series texts are known (the series the source feeds): another spelling of a
+    series text (``le="0.10"`` for ``le="0.1"``) is left to the general path, or a writer could
+    grow the cache without end.  A histogram's lines are taken as one group, right after its
+    first bucket (one iterator feeds both loops).
     """
-    slots, meta = known.slots, known.meta
+    slots, meta, types_ok = known.slots, known.meta, known.types_ok
+    met: dict[str, str] = {}
     inf, max_count, isfinite = math.inf, _MAX_COUNT, math.isfinite
     is_whole = float.is_integer
     counter, group_type = CounterSeries, Group
@@ -306,8 +346,11 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
                     if said is not None:
                         kind, name, text = said
                         if kind == "TYPE":
-                            if types is not None:
-                                types[name] = text
+                            if types_ok.get(line) != kinds_version:  # checked once per change
+                                if not declares_nothing_new(held_kinds, name, text):
+                                    break
+                                types_ok[line] = kinds_version
+                            met[name] = text
                         elif helps.get(name) != text:
                             break
                         continue
@@ -321,6 +364,8 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
                 slot = slots.get(key)
                 group_lines: Iterator[str] = lines_in
                 if slot is None:
+                    if len(slots) >= max_slots:
+                        break
                     found = _learn_slot(key, line, learn, lines_in)
                     if found is None:
                         break
@@ -395,5 +440,7 @@ def fold_known(  # noqa: PLR0912, PLR0915 - one inlined hot loop, measured
                 if taken:
                     continue
                 whole = fold_held()
+                if whole and types is not None:
+                    types.update(met)
         break
     return Folded(whole, samples, applied, newest)

@@ -89,6 +89,19 @@ class CounterSeries(Series):
         self.ts = max(self.ts, ts)
         return True
 
+    def forget(self, source: str) -> bool:
+        """Drop a source, its count kept under ``""``: the total shown stays as it was.
+
+        The sum is the same, but recomputed exactly it may come out an ulp below the running
+        total (fractional counts: 18.008000000000003 -> 18.008), and a counter that goes back
+        at all is a reset to Prometheus: ``increase()`` would count the whole total again.
+        """
+        shown = self.total
+        gone = super().forget(source)
+        if not gone and isfinite(shown):
+            self.total = shown
+        return gone
+
     def _retire(self, contribution: Contribution) -> None:
         base, last, _ = contribution
         self._set("", self._retired(0.0) + base + last, 0.0, 0)

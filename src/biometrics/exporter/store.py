@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections import ChainMap
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -28,7 +27,7 @@ from ..prometheus.segments import project
 from . import snapshot
 from .bounds import DropLog
 from .families import DEAD, FamilyTable, PageNames
-from .ingest import LayoutConflict, NameConflict, OnConflict, SegmentDrops, chunks, tell
+from .ingest import CHUNK, LayoutConflict, NameConflict, OnConflict, SegmentDrops, tell
 from .known import KnownLines, fold_known, learn_line, text_lines
 from .render import PageCache, label_pairs, label_text, render_families
 from .rules import Declaration, GaugeModes, MergeRules, with_source, without_source
@@ -48,6 +47,30 @@ class Health:
     series: int
     entries: int
     sources: int
+
+
+def _in_file_order(items: Iterable[Reading | Metadata]) -> Iterator[list[Reading] | Metadata]:
+    """:func:`.ingest.chunks`, but a ``# MERGE`` line waits for the readings before it too.
+
+    So every reading is folded in file order around a declaration, as the known-lines fold
+    (:mod:`.known`) folds the readings before the line it gives up at: folded after the
+    re-merge instead, a ``sum`` gauge rounds otherwise, and a ``latest`` one breaks a tie of
+    two sources' times by arrival, so the page would depend on the path a part took.
+    """
+    chunk: list[Reading] = []
+    for item in items:
+        if isinstance(item, Metadata):
+            if item.kind in ("END", "MERGE") and chunk:
+                yield chunk
+                chunk = []
+            yield item
+            continue
+        chunk.append(item)
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class Store:
@@ -123,13 +146,20 @@ class Store:
         general path.  Returns the parse: its problems (at ``path``:line), its sample count.
         """
         source = sys.intern(source)
-        known = self._known.of(source, self._epoch, source in self._sources.tombstones)
+        held = cast("dict[str, str]", self._names.kinds)
+        known = None
+        # Known series texts were learned under the store's kinds: earlier parts' TYPE lines
+        # that say otherwise would read some of them as other kinds (the general path decides).
+        if not types or all(held.get(name) == kind for name, kind in types.items()):
+            known = self._known.of(source, self._epoch, source in self._sources.tombstones)
         lines = None if known is None else text_lines(data)
         if known is not None and lines is not None:
-            kinds = SampleKinds(self._kinds(types))
+            kinds = self._kinds(types)
             learn = partial(learn_line, self._families, self.rules.per_source, source, kinds)
             folded = fold_known(lines, source, known, learn, lock=self._lock, types=types,
-                                helps=self._helps)  # fmt: skip
+                                helps=self._helps, held_kinds=held,
+                                kinds_version=self._names.version,
+                                max_slots=self._sources.counts.get(source, 0))  # fmt: skip
             if folded.applied:
                 with self._lock:
                     self.newest_ts = max(self.newest_ts, folded.newest)
@@ -147,10 +177,15 @@ class Store:
             known.remember(lines, said, first_line)
         return parsed
 
-    def _kinds(self, types: dict[str, str] | None) -> Mapping[str, str]:
-        """The kinds a segment part's samples take: its segment's TYPE lines, else the store's."""
-        kinds = cast("dict[str, str]", self._names.kinds)
-        return ChainMap(types, kinds) if types else kinds
+    def _kinds(self, types: dict[str, str] | None) -> SampleKinds:
+        """What a segment part's samples are, as they would be in the whole file.
+
+        The store's kinds, with the segment's TYPE lines (its earlier parts' too) declaring.
+        """
+        kinds = SampleKinds(cast("dict[str, str]", self._names.kinds))
+        for name, kind in (types or {}).items():
+            kinds.declare(name, kind)
+        return kinds
 
     def ingest_segment(
         self, source: str, parsed: Parse, default_ts: int, *, types: dict[str, str] | None = None
@@ -163,8 +198,8 @@ class Store:
         """
         drops = SegmentDrops(parsed)
         said: list[Metadata] = []
-        known = self._kinds(types)
-        for part in chunks(readings(parsed, default_ts, known)):
+        held = cast("dict[str, str]", self._names.kinds)
+        for part in _in_file_order(readings(parsed, default_ts, held, declared=types)):
             if not isinstance(part, Metadata):
                 self.ingest(source, part, on_conflict=drops.conflict, on_misfit=drops.misfit)
                 continue

@@ -329,19 +329,25 @@ def _counter_ok(problem: Problem, name: str, value: float, line: int) -> bool:
 
 
 def readings(
-    parsed: Parse, default_ts: int, known: Mapping[str, str] | None = None
+    parsed: Parse,
+    default_ts: int,
+    known: Mapping[str, str] | None = None,
+    *,
+    declared: Mapping[str, str] | None = None,
 ) -> Iterator[Reading | Metadata]:
     """The readings of one segment, in file order of completion, plus its metadata lines.
 
     Samples without a timestamp take ``default_ts`` (the segment's name time).  ``known`` maps
     family names to the kind already held for them (the store's), used for samples this
-    segment gives no TYPE line.  Problems are recorded on ``parsed`` like the parser's own, with
-    file and line.  A reading not newer than its series' previous one in the same segment (a
-    writer whose clock stepped back, or two readings in one millisecond) is reported: every
-    reader keeps the earlier one, so the later is data lost unless said.
+    segment gives no TYPE line.  ``declared``: the TYPE lines of the segment's earlier parts,
+    when ``parsed`` is a part read on from the middle; they declare as this part's own do.
+    Problems are recorded on ``parsed`` like the parser's own, with file and line.  A reading
+    not newer than its series' previous one in the same segment (a writer whose clock stepped
+    back, or two readings in one millisecond) is reported: every reader keeps the earlier one,
+    so the later is data lost unless said.
     """
     newest: dict[tuple[str, LabelPairs], int] = {}
-    for item in _readings(parsed, default_ts, known):
+    for item in _readings(parsed, default_ts, known, declared):
         if isinstance(item, Reading):
             key = (item.family, item.labels)
             before = newest.get(key)
@@ -358,9 +364,14 @@ def readings(
 
 
 def _readings(
-    parsed: Parse, default_ts: int, known: Mapping[str, str] | None
+    parsed: Parse,
+    default_ts: int,
+    known: Mapping[str, str] | None,
+    declared: Mapping[str, str] | None = None,
 ) -> Iterator[Reading | Metadata]:
     kinds = SampleKinds(known if known is not None else {})
+    for name, kind in (declared or {}).items():
+        kinds.declare(name, kind)
     grouper = _Grouper(parsed.report, kinds.known)
     problem = parsed.report
     current_ts: int | None = None
