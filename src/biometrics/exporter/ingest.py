@@ -92,13 +92,17 @@ class SegmentDrops:
 def chunks(items: Iterable[Reading | Metadata]) -> Iterator[list[Reading] | Metadata]:
     """Readings in chunks of at most :data:`CHUNK`, and the metadata lines as they come.
 
-    A chunk is cut short before ``# END`` (its writer stopped), so every reading before the
-    line is in the store when the end is applied.
+    A chunk is cut short before ``# END`` (its writer stopped) and ``# MERGE`` (a declaration
+    that re-merges its family), so every reading before the line is in the store when the
+    line is applied: in file order, as the known-lines fold (:mod:`.known`) folds the readings
+    before the line it gives up at.  Folded after the re-merge instead, a ``sum`` gauge would
+    round otherwise and a ``latest`` one break a tie by arrival: the page would depend on the
+    path a part took.
     """
     chunk: list[Reading] = []
     for item in items:
         if isinstance(item, Metadata):
-            if item.kind == "END" and chunk:
+            if item.kind in ("END", "MERGE") and chunk:
                 yield chunk
                 chunk = []
             yield item

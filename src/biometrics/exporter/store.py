@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -27,7 +27,7 @@ from ..prometheus.segments import project
 from . import snapshot
 from .bounds import DropLog
 from .families import DEAD, FamilyTable, PageNames
-from .ingest import CHUNK, LayoutConflict, NameConflict, OnConflict, SegmentDrops, tell
+from .ingest import LayoutConflict, NameConflict, OnConflict, SegmentDrops, chunks, tell
 from .known import KnownLines, fold_known, learn_line, text_lines
 from .render import PageCache, label_pairs, label_text, render_families
 from .rules import Declaration, GaugeModes, MergeRules, with_source, without_source
@@ -47,30 +47,6 @@ class Health:
     series: int
     entries: int
     sources: int
-
-
-def _in_file_order(items: Iterable[Reading | Metadata]) -> Iterator[list[Reading] | Metadata]:
-    """:func:`.ingest.chunks`, but a ``# MERGE`` line waits for the readings before it too.
-
-    So every reading is folded in file order around a declaration, as the known-lines fold
-    (:mod:`.known`) folds the readings before the line it gives up at: folded after the
-    re-merge instead, a ``sum`` gauge rounds otherwise, and a ``latest`` one breaks a tie of
-    two sources' times by arrival, so the page would depend on the path a part took.
-    """
-    chunk: list[Reading] = []
-    for item in items:
-        if isinstance(item, Metadata):
-            if item.kind in ("END", "MERGE") and chunk:
-                yield chunk
-                chunk = []
-            yield item
-            continue
-        chunk.append(item)
-        if len(chunk) >= CHUNK:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 class Store:
@@ -199,7 +175,7 @@ class Store:
         drops = SegmentDrops(parsed)
         said: list[Metadata] = []
         held = cast("dict[str, str]", self._names.kinds)
-        for part in _in_file_order(readings(parsed, default_ts, held, declared=types)):
+        for part in chunks(readings(parsed, default_ts, held, declared=types)):
             if not isinstance(part, Metadata):
                 self.ingest(source, part, on_conflict=drops.conflict, on_misfit=drops.misfit)
                 continue
