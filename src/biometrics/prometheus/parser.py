@@ -17,7 +17,7 @@ from ..errors import ParseError
 from ..sensors import MERGE_MODES
 from .exposition import format_le, prometheus_name
 
-__all__ = ["Metadata", "Parse", "Sample", "parse", "sample_value", "series_of"]
+__all__ = ["Metadata", "Parse", "Sample", "parse", "sample_value", "series_of", "split_lines"]
 
 MAX_LINE = 1 << 20
 """Longest line accepted (1 MiB); longer ones are reported and skipped, never buffered whole."""
@@ -120,6 +120,38 @@ def _float(text: str) -> float:
     return float(text)
 
 
+def split_lines(blocks: Iterable[bytes], torn: list[bytes]) -> Iterator[bytes | None]:
+    r"""Lines without their ``\n``; None for a line over ``MAX_LINE`` (skipped, not kept).
+
+    Blocks are split in C.  A final piece with no newline is appended to ``torn`` instead of
+    being yielded: the one splitter of every reader of segments (the parser, ``ship``'s).
+    """
+    carry = b""
+    oversized = False
+    for block in blocks:
+        parts = block.split(b"\n")
+        if oversized:
+            if len(parts) == 1:
+                continue
+            oversized = False
+            parts[0] = b""
+            yield None
+            parts.pop(0)
+        else:
+            parts[0] = carry + parts[0]
+        carry = parts.pop()
+        if parts and max(map(len, parts)) > MAX_LINE:  # one C pass; rare
+            yield from (None if len(part) > MAX_LINE else part for part in parts)
+        else:
+            yield from parts
+        if len(carry) > MAX_LINE:
+            carry, oversized = b"", True
+    if oversized:
+        yield None
+    if carry:
+        torn.append(carry)
+
+
 class Parse:
     r"""Iterate to get :class:`Sample` and :class:`Metadata` items in file order.
 
@@ -176,38 +208,13 @@ class Parse:
         self.problems.append(error)
 
     def _lines(self) -> Iterator[bytes | None]:
-        r"""Lines without their ``\\n``; None for a line over ``MAX_LINE`` (skipped, not kept).
-
-        Reads 256 KiB blocks and splits them in C.  A final piece with no newline is left in
-        ``self._torn`` instead of being yielded.
-        """
         read = getattr(self._source, "read", None)
         blocks: Iterator[bytes] = (
             iter(lambda: read(_BLOCK), b"") if read is not None else iter(self._source)
         )
-        carry = b""
-        oversized = False
-        for block in blocks:
-            parts = block.split(b"\n")
-            if oversized:
-                if len(parts) == 1:
-                    continue
-                oversized = False
-                parts[0] = b""
-                yield None
-                parts.pop(0)
-            else:
-                parts[0] = carry + parts[0]
-            carry = parts.pop()
-            if parts and max(map(len, parts)) > MAX_LINE:  # one C pass; rare
-                yield from (None if len(part) > MAX_LINE else part for part in parts)
-            else:
-                yield from parts
-            if len(carry) > MAX_LINE:
-                carry, oversized = b"", True
-        if oversized:
-            yield None
-        self._torn = carry
+        torn: list[bytes] = []
+        yield from split_lines(blocks, torn)
+        self._torn = torn[0] if torn else b""
 
     def __iter__(self) -> Iterator[Sample | Metadata]:  # noqa: PLR0912, PLR0915 - inlined hot loop
         sample_match = _SAMPLE.fullmatch

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from .._labels import LabelPairs
 from ..prometheus.kinds import SeriesNames
-from ..prometheus.parser import MAX_LINE, Metadata, Parse
+from ..prometheus.parser import MAX_LINE, Metadata, Parse, split_lines
 from .metrics import ShipMetrics
 from .options import ShipOptions
 from .wire import UNSORTED, SeriesParts, Stamps, label_bytes, sample_bytes
@@ -40,37 +40,6 @@ Target = tuple[list[SeriesParts], list[int]]
 """Where samples go: each shard's series of the segment being read, and each shard's count."""
 Cut = Callable[[int, int], Target | None]
 """Called with the full shard and the lines read so far; the next target, or None to stop."""
-
-
-def _lines(read: Callable[[int], bytes], torn: list[bytes]) -> Iterator[bytes | None]:
-    r"""Lines without their ``\n`` (None for one over ``MAX_LINE``), as the parser splits them.
-
-    A final piece without ``\n`` is left in ``torn`` for the parser to report.
-    """
-    carry = b""
-    oversized = False
-    while block := read(_BLOCK):
-        parts = block.split(b"\n")
-        if oversized:
-            if len(parts) == 1:
-                continue
-            oversized = False
-            parts[0] = b""
-            yield None
-            parts.pop(0)
-        else:
-            parts[0] = carry + parts[0]
-        carry = parts.pop()
-        if parts and max(map(len, parts)) > MAX_LINE:
-            yield from (None if len(part) > MAX_LINE else part for part in parts)
-        else:
-            yield from parts
-        if len(carry) > MAX_LINE:
-            carry, oversized = b"", True
-    if oversized:
-        yield None
-    if carry:
-        torn.append(carry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +100,7 @@ class Reader:
         run: list[bytes] = []
         """Consecutive lines for the parser, given to it together: one Parse, not one a line."""
         double = _double
-        for raw in _lines(file.read, torn):
+        for raw in split_lines(iter(lambda: file.read(_BLOCK), b""), torn):
             number += 1
             if raw is None:
                 if run and not self._run(run, first, segment, target, cut):
