@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from biometrics import Collector, Counter
-from biometrics.integrations.uvicorn import EmittingApp, Message, Receive, Scope, Send, emitting
+from biometrics.integrations.uvicorn import EmittingApp, emitting
 from biometrics.prometheus import Options
 from biometrics.runtime import emit_every
+from biometrics.web.asgi import Message, Receive, Scope, Send
 
 from ..helpers import spool_values
 

@@ -364,7 +364,7 @@ def test_stop_never_waits_longer_than_its_timeout_for_a_stuck_emission(tmp_path:
     finally:
         emission._busy.release()
     assert took < 5.0, took
-    failures = emission._failures["TimeoutError"]
-    assert failures.read() == 1
+    failures = emission.failures.counter("TimeoutError")
+    assert failures is not None and failures.read() == 1
     written = spool_samples(tmp_path, "jobs_total")
     assert [sample.value for samples in written.values() for sample in samples] == [1.0]

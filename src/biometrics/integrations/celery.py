@@ -48,6 +48,7 @@ from ..family import Family
 from ..histogram import Histogram
 from ..prometheus import Options
 from ..runtime import Emission, emit_every
+from ..runtime.failures import FailureLog
 from ..sensors import Counter
 from .gunicorn import other_emissions
 
@@ -56,7 +57,6 @@ __all__ = ["CelerySettings", "Instrumentation", "instrument", "uninstrument"]
 LOGGER = logging.getLogger("biometrics")
 SPOOL_VARIABLE = "BIOMETRICS_SPOOL"
 """Where the spool is read from, at worker start, when ``instrument`` is given none."""
-_LOG_EVERY_SECONDS = 300.0
 _MAX_IN_FLIGHT = 10_000
 """Start times kept for tasks that began and did not end; past it they are dropped (a leak
 guard for tasks whose ``task_postrun`` never comes, e.g. a thread killed mid-task)."""
@@ -123,8 +123,10 @@ class Instrumentation:
         self._tasks = _metrics_for(self.collector) if settings.tasks else None
         self._emission: Emission | None = None
         self._lock = threading.Lock()
-        self._failures: dict[str, Counter] = {}
-        self._logged: dict[str, tuple[float, int]] = {}
+        self.failures = FailureLog(self.collector, "biometrics.celery.hook.failure", "hook",
+                                   "Celery signal receivers of biometrics that failed (the task "
+                                   "went on).", self._say)  # fmt: skip
+        """What failed, by hook (``biometrics_celery_hook_failure_total{hook}``)."""
         self._warned_no_spool = False
         receivers: dict[str, Callable[..., None]] = {
             "worker_init": self._on_worker_init,
@@ -238,24 +240,11 @@ class Instrumentation:
     def _failed(self, hook: str, error: Exception) -> None:
         """Count and (rate-limited) log a hook's failure; never raises itself."""
         with contextlib.suppress(Exception):
-            counter = self._failures.get(hook)
-            if counter is None:
-                counter = Counter(
-                    "biometrics.celery.hook.failure",
-                    labels={"hook": hook},
-                    help="Celery signal receivers of biometrics that failed (the task went on).",
-                )
-                self._failures[hook] = counter
-                self.collector.register_missing(counter)
-            counter.click()
-            now = time.monotonic()
-            last, suppressed = self._logged.get(hook, (-_LOG_EVERY_SECONDS, 0))
-            if now - last < _LOG_EVERY_SECONDS:
-                self._logged[hook] = (last, suppressed + 1)
-                return
-            self._logged[hook] = (now, 0)
-            more = f" ({suppressed} more since the last report)" if suppressed else ""
-            LOGGER.warning("biometrics: Celery %s hook failed: %r%s", hook, error, more)
+            self.failures.failed(hook, error)
+
+    @staticmethod
+    def _say(hook: str, error: BaseException, more: str) -> None:
+        LOGGER.warning("biometrics: Celery %s hook failed: %r%s", hook, error, more)
 
 
 _SIGNALS: dict[str, Signal] = {

@@ -21,24 +21,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
 from ..collector import Collector, default_collector
 from ..errors import InvalidValueError
 from ..prometheus import Options
 from ..runtime import Emission, emit_every, ensure_spool
+from ..web.asgi import ASGIApp, Message, Receive, Scope, Send
 from .gunicorn import SPOOL_MODE, Settings, other_emissions
 
 __all__ = ["ASGIApp", "EmittingApp", "emitting"]
 
 LOGGER = logging.getLogger("biometrics")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class EmittingApp:

@@ -51,13 +51,12 @@ from ..moments import Moments
 from ..prometheus.segment_emitter import Options, SegmentEmitter
 from ..sensors import Counter, Gauge, Sensor
 from ..system import RuntimeSensors, SystemSensors
+from .failures import FailureLog
 from .spool import ensure_spool, spool_mode_for, spool_of
 
 __all__ = ["Bridge", "Emission", "emit_every", "running_emissions"]
 
 LOGGER = logging.getLogger("biometrics")
-LOG_EVERY_SECONDS = 300.0
-"""A failure of one kind is logged when first seen, then at most this often (with a count)."""
 _JOIN_SECONDS = 5.0
 
 
@@ -167,8 +166,10 @@ class Emission:
                 sensors.register(self.collector)
                 self._polls.append(sensors.poll)
         self.collector.register_missing(self.emitter.failures, self.emitter.segments)
-        self._failures: dict[str, Counter] = {}
-        self._logged: dict[str, tuple[float, int]] = {}
+        self.failures = FailureLog(self.collector, "biometrics.emit.failure", "kind",
+                                   "Background emissions that failed, by errno name or "
+                                   "exception class.", self._say)  # fmt: skip
+        """What failed, by kind (``biometrics_emit_failure_total{kind}``)."""
         self._busy = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -286,29 +287,11 @@ class Emission:
             return False
 
     def _failed(self, error: Exception) -> None:
-        kind = _kind_of(error)
-        counter = self._failures.get(kind)
-        if counter is None:
-            counter = Counter(
-                "biometrics.emit.failure",
-                labels={"kind": kind},
-                help="Background emissions that failed, by errno name or exception class.",
-            )
-            self._failures[kind] = counter
-            self.collector.register_missing(counter)
-        counter.click()
-        now = time.monotonic()
-        last, suppressed = self._logged.get(kind, (-LOG_EVERY_SECONDS, 0))
-        if now - last < LOG_EVERY_SECONDS:
-            self._logged[kind] = (last, suppressed + 1)
-            return
-        self._logged[kind] = (now, 0)
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
-        with contextlib.suppress(Exception):
-            LOGGER.warning(
-                "biometrics: emission failed (%s): %s%s; retrying every %gs",
-                kind, error, more, self.interval,
-            )  # fmt: skip
+        self.failures.failed(_kind_of(error), error)
+
+    def _say(self, kind: str, error: BaseException, more: str) -> None:
+        LOGGER.warning("biometrics: emission failed (%s): %s%s; retrying every %gs",
+                       kind, error, more, self.interval)  # fmt: skip
 
     def stop(self, timeout: float = _JOIN_SECONDS) -> None:
         """Stop the thread, emit a last time, finish the segment.  Idempotent; never raises."""
@@ -347,7 +330,7 @@ class Emission:
         self._stop = threading.Event()
         self._baseline, self._at_fork = self._at_fork, {}
         self._since_fork = None
-        self._logged = {}
+        self.failures.forget_logged()
         self.emitter.after_fork()
         self._thread = None  # the parent's thread does not exist here
         self.start()
